@@ -1,0 +1,52 @@
+# The course's commands: `make course` runs every notebook, `make test` runs the checks CI runs.
+SHELL := /bin/bash
+PYTHON ?= $(shell command -v python3.11 || command -v python3)
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+MODE ?= $(or $(DQN_COURSE_MODE),workshop)
+NOTEBOOKS := $(sort $(wildcard notebooks/0*.ipynb))
+# Headless rendering (pygame) and a non-interactive matplotlib for scripted runs.
+export SDL_VIDEODRIVER ?= dummy
+export PYTHONUNBUFFERED := 1
+
+.PHONY: course test lab lint format clean
+
+$(STAMP): pyproject.toml
+	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info[:2] == (3, 11) else "The course needs Python 3.11; set PYTHON=/path/to/python3.11")'
+	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -e '.[dev]'
+	@touch $(STAMP)
+
+## course: execute every notebook in order ($(MODE) mode) into outputs/
+course: $(STAMP)
+	@mkdir -p outputs
+	@for nb in $(NOTEBOOKS); do \
+		echo "== $$nb ($(MODE) mode)"; \
+		start=$$(date +%s); \
+		DQN_COURSE_MODE=$(MODE) $(BIN)/jupyter nbconvert --to notebook --execute \
+			--ExecutePreprocessor.timeout=3600 --output-dir outputs "$$nb" || exit 1; \
+		echo "   done in $$(( $$(date +%s) - start )) s"; \
+	done
+	@echo "Executed notebooks, logs and plots are in outputs/"
+
+## test: unit tests, lint, then every notebook in smoke mode (what CI runs)
+test: $(STAMP)
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+	$(BIN)/python -m pytest tests
+	rm -rf build/test-outputs
+	DQN_COURSE_MODE=smoke DQN_COURSE_OUTPUT_DIR=$(CURDIR)/build/test-outputs \
+		$(BIN)/python -m pytest --nbval-lax --nbval-cell-timeout=600 -p no:cacheprovider notebooks
+
+## lab: open JupyterLab on the notebooks
+lab: $(STAMP)
+	$(BIN)/jupyter lab notebooks
+
+format: $(STAMP)
+	$(BIN)/ruff format .
+	$(BIN)/ruff check --fix .
+
+clean:
+	rm -rf build outputs

@@ -1,0 +1,119 @@
+"""Command line: `python -m helpers train | evaluate | video`, with errors that say what to do."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+
+from helpers.config import MODES
+from helpers.losses import TARGETS
+
+
+def _train(args: argparse.Namespace) -> int:
+    from helpers.config import config_for_mode, get_mode
+    from helpers.training import train
+
+    mode = get_mode(args.mode)
+    config = config_for_mode(mode)
+    if args.frames is not None:
+        config = config.replace(
+            total_frames=args.frames, buffer_size=min(config.buffer_size, args.frames)
+        )
+    result = train(
+        args.target,
+        args.out,
+        mode=mode,
+        config=config,
+        seed=args.seed,
+        resume=args.resume,
+        overwrite=args.overwrite,
+        live_plot=False,
+    )
+    state = "interrupted at" if result.interrupted else "finished with"
+    print(
+        f"Training {state} {result.frames} frames. Log: {result.log_path}  Checkpoint: {result.checkpoint_path}"
+    )
+    return 130 if result.interrupted else 0
+
+
+def _evaluate(args: argparse.Namespace) -> int:
+    from helpers.evaluation import evaluate_checkpoint
+
+    stats = evaluate_checkpoint(args.checkpoint, episodes=args.episodes, seed=args.seed)
+    if args.json:
+        print(json.dumps(stats))
+    else:
+        print(
+            f"{stats['episodes']} episodes: mean {stats['mean']:.1f} steps, std {stats['std']:.1f}, "
+            f"min {stats['min']}, max {stats['max']}"
+        )
+    return 0
+
+
+def _video(args: argparse.Namespace) -> int:
+    from helpers.video import record_video
+
+    path, steps = record_video(
+        args.checkpoint, args.out, max_steps=args.max_steps, seed=args.seed, fps=args.fps
+    )
+    print(f"{path}  ({steps} steps)")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="python -m helpers", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("train", help="train a pixel DQN and write its log and checkpoint")
+    p.add_argument(
+        "--target",
+        required=True,
+        choices=TARGETS,
+        help="td0: one-step targets on transitions; td-lambda: lambda-returns on trajectory chunks",
+    )
+    p.add_argument(
+        "--mode",
+        choices=MODES,
+        default=None,
+        help="hyperparameter set (default: $DQN_COURSE_MODE, else workshop)",
+    )
+    p.add_argument(
+        "--frames", type=int, default=None, help="total frames to collect (default: the mode's)"
+    )
+    p.add_argument("--seed", type=int, default=0, help="random seed (default: 0)")
+    p.add_argument(
+        "--out", required=True, help="run folder: run.json, log.csv, curves.png, checkpoint.pt"
+    )
+    p.add_argument("--resume", action="store_true", help="continue the run saved in --out")
+    p.add_argument("--overwrite", action="store_true", help="replace a run already in --out")
+    p.set_defaults(func=_train)
+
+    p = sub.add_parser("evaluate", help="play deterministic episodes with a trained agent")
+    p.add_argument("--checkpoint", required=True, help="checkpoint.pt written by train")
+    p.add_argument("--episodes", type=int, default=10, help="episodes to play (default: 10)")
+    p.add_argument("--seed", type=int, default=0, help="seed of the first episode (default: 0)")
+    p.add_argument("--json", action="store_true", help="print the statistics as JSON")
+    p.set_defaults(func=_evaluate)
+
+    p = sub.add_parser("video", help="record one episode of a trained agent to MP4 or GIF")
+    p.add_argument("--checkpoint", required=True, help="checkpoint.pt written by train")
+    p.add_argument("--out", required=True, help="video file to write: FILE.mp4 or FILE.gif")
+    p.add_argument(
+        "--max-steps", type=int, default=500, help="longest episode to record (default: 500)"
+    )
+    p.add_argument("--seed", type=int, default=0, help="seed of the episode (default: 0)")
+    p.add_argument(
+        "--fps", type=int, default=30, help="frames per second of the video (default: 30)"
+    )
+    p.set_defaults(func=_video)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return args.func(args)
+    except (ValueError, FileNotFoundError, FileExistsError) as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2

@@ -1,0 +1,157 @@
+"""Course modes, the hyperparameter dataclass, device choice and the setup banner."""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import platform
+from dataclasses import dataclass
+from importlib.metadata import version
+from pathlib import Path
+
+import torch
+
+MODES = ("smoke", "workshop", "full")
+DEFAULT_MODE = "workshop"
+MODE_VARIABLE = "DQN_COURSE_MODE"
+OUTPUT_VARIABLE = "DQN_COURSE_OUTPUT_DIR"
+
+
+@dataclass(frozen=True)
+class Config:
+    """Every hyperparameter of the course, with the tutorial's names.
+
+    The values below are the tutorial's short-run settings; `config_for_mode`
+    replaces the ones that a mode changes.
+    """
+
+    # Optimiser
+    lr: float = 2e-3  # Adam learning rate
+    betas: tuple[float, float] = (0.9, 0.999)  # Adam's moving-average factors
+    n_optim: int = 8  # gradient steps per collected batch ("updates per data")
+    max_grad_norm: float = 1.0  # gradients are clipped to this global norm
+
+    # DQN
+    gamma: float = 0.99  # discount factor of future rewards
+    lmbda: float = 0.95  # lambda of the TD(lambda) targets (notebook 05)
+    tau: float = 0.005  # soft target update: target <- tau * online + (1 - tau) * target
+
+    # Data collection and replay
+    total_frames: int = 5_000  # environment steps collected over the whole run
+    init_random_frames: int = 100  # frames collected before the first gradient step
+    frames_per_batch: int = 32  # frames in each batch the collector yields
+    batch_size: int = 32  # transitions sampled from the replay buffer per gradient step
+    buffer_size: int = 5_000  # replay buffer capacity, in frames
+    num_workers: int = 2  # environments stepped in parallel by each collector
+    num_collectors: int = 2  # collectors running asynchronously, each in its own process
+
+    # Exploration and initialisation
+    eps_init: float = 0.1  # epsilon-greedy: probability of a random action at the start
+    eps_end: float = 0.005  # ... and at the end of the annealing (over total_frames)
+    init_bias: float = 2.0  # initial bias of the value head, a rough first guess of Q
+
+    # Evaluation
+    eval_every: int = 10  # batches between two deterministic evaluation rollouts
+    eval_max_steps: int = 500  # CartPole-v1 truncates episodes at 500 steps anyway
+    norm_init_iter: int = 1_000  # random steps used to compute the normalization constants
+
+    def replace(self, **changes: object) -> Config:
+        """Return a copy with some fields changed (unknown names raise TypeError)."""
+        return dataclasses.replace(self, **changes)
+
+
+_MODE_SETTINGS: dict[str, dict[str, object]] = {
+    # Every notebook in well under a minute on a 2-core CPU: checks that the code runs.
+    "smoke": dict(
+        total_frames=512,
+        init_random_frames=64,
+        frames_per_batch=32,
+        batch_size=32,
+        buffer_size=512,
+        num_workers=2,
+        num_collectors=2,
+        n_optim=4,
+        eval_every=4,
+        eval_max_steps=100,
+        norm_init_iter=100,
+    ),
+    # A few minutes per training notebook on a laptop: enough to see learning start.
+    "workshop": dict(
+        total_frames=20_000,
+        init_random_frames=500,
+        buffer_size=20_000,
+        eval_every=10,
+    ),
+    # The tutorial's "proper" values.
+    "full": dict(
+        total_frames=500_000,
+        init_random_frames=1_000,
+        frames_per_batch=128,
+        batch_size=256,
+        buffer_size=100_000,
+        num_workers=8,
+        num_collectors=4,
+        eval_every=10,
+    ),
+}
+
+
+def get_mode(mode: str | None = None) -> str:
+    """Return the course mode: `mode` if given, else $DQN_COURSE_MODE, else workshop."""
+    if mode is None:
+        mode = os.environ.get(MODE_VARIABLE, "").strip() or DEFAULT_MODE
+    if mode not in MODES:
+        raise ValueError(
+            f"Unknown course mode {mode!r}: choose one of {', '.join(MODES)} "
+            f"(set it with {MODE_VARIABLE}=smoke|workshop|full)."
+        )
+    return mode
+
+
+def config_for_mode(mode: str | None = None) -> Config:
+    """The hyperparameters of a course mode (see `get_mode`)."""
+    return Config().replace(**_MODE_SETTINGS[get_mode(mode)])
+
+
+def get_device(preferred: str | torch.device | None = None) -> torch.device:
+    """Pick CUDA, then Apple MPS, then CPU; `preferred` (or $DQN_COURSE_DEVICE) overrides."""
+    preferred = preferred or os.environ.get("DQN_COURSE_DEVICE") or None
+    if preferred is not None:
+        return torch.device(preferred)
+    if torch.cuda.is_available():
+        return torch.device("cuda:0")
+    if torch.backends.mps.is_available():
+        return torch.device("mps")
+    return torch.device("cpu")
+
+
+def output_dir(*parts: str) -> Path:
+    """Where the course writes what it makes: $DQN_COURSE_OUTPUT_DIR, else `outputs/`.
+
+    `outputs/` sits at the root of the repository when `helpers` is installed from
+    a checkout (`pip install -e .`), and in the current folder otherwise.
+    """
+    root = os.environ.get(OUTPUT_VARIABLE)
+    if root:
+        base = Path(root)
+    else:
+        repo = Path(__file__).resolve().parent.parent
+        base = repo / "outputs" if (repo / "pyproject.toml").exists() else Path("outputs")
+    path = base.joinpath(*parts)
+    path.mkdir(parents=True, exist_ok=True)
+    return path
+
+
+def setup_banner(mode: str | None = None, config: Config | None = None) -> str:
+    """The text the first cell of every notebook prints: versions, mode, device, settings."""
+    mode = get_mode(mode)
+    config = config or config_for_mode(mode)
+    packages = ["torch", "torchvision", "torchrl", "tensordict", "gymnasium"]
+    lines = [f"python {platform.python_version()}"]
+    lines += [f"{name} {version(name)}" for name in packages]
+    lines += [f"mode: {mode}  (change it with {MODE_VARIABLE}=smoke|workshop|full)"]
+    lines += [f"device: {get_device()}", f"outputs: {output_dir()}", "settings:"]
+    width = max(len(field.name) for field in dataclasses.fields(config))
+    for field in dataclasses.fields(config):
+        lines.append(f"  {field.name:<{width}} = {getattr(config, field.name)}")
+    return "\n".join(lines)

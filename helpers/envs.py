@@ -1,0 +1,163 @@
+"""Environment utils: the pixel CartPole environment, its transforms and normalization constants."""
+
+from __future__ import annotations
+
+import functools
+import os
+from pathlib import Path
+
+import torch
+from torchrl.envs import (
+    CatFrames,
+    Compose,
+    GrayScale,
+    ObservationNorm,
+    ParallelEnv,
+    Resize,
+    RewardScaling,
+    StepCounter,
+    ToTensorImage,
+    TransformedEnv,
+)
+from torchrl.envs.libs.gym import GymEnv
+
+from helpers.config import output_dir
+
+# pygame draws CartPole; with no screen (servers, CI, Docker) it needs SDL's dummy driver.
+os.environ.setdefault("SDL_VIDEODRIVER", "dummy")
+
+ENV_NAME = "CartPole-v1"
+FRAME_SIZE = 64  # frames are resized to FRAME_SIZE x FRAME_SIZE
+FRAME_STACK = 4  # the observation stacks this many consecutive frames
+NORM_REDUCE_DIMS = (-1, -2, -4)  # average over width, height and time...
+NORM_KEEP_DIMS = (-1, -2)  # ...keeping size-1 width and height: loc/scale are [4, 1, 1]
+NORM_FILE = "obs_norm.pt"  # where notebook 02 saves the constants, in the outputs folder
+
+
+def make_base_env(device: str | torch.device | None = None) -> GymEnv:
+    """One CartPole that returns rendered 400x600 RGB frames instead of its state vector.
+
+    Module-level (not a lambda) so that worker processes started with "spawn" can import it.
+    """
+    return GymEnv(ENV_NAME, from_pixels=True, pixels_only=True, device=device)
+
+
+def make_transforms(obs_norm_state_dict: dict | None = None) -> Compose:
+    """The tutorial's transform stack, ending with the normalization (lazy when no constants)."""
+    if obs_norm_state_dict is None:
+        norm = ObservationNorm(in_keys=["pixels"], standard_normal=True)
+    else:
+        norm = ObservationNorm(
+            in_keys=["pixels"],
+            loc=obs_norm_state_dict["loc"].clone(),
+            scale=obs_norm_state_dict["scale"].clone(),
+            standard_normal=True,
+        )
+    return Compose(
+        StepCounter(),  # counts the steps of each episode, for the training logs
+        ToTensorImage(),  # uint8 [H, W, C] -> float [C, H, W] in [0, 1]
+        RewardScaling(loc=0.0, scale=0.1),  # reward 1 -> 0.1 per step
+        GrayScale(),  # [3, H, W] -> [1, H, W]
+        Resize(FRAME_SIZE, FRAME_SIZE),  # [1, 400, 600] -> [1, 64, 64]
+        CatFrames(FRAME_STACK, in_keys=["pixels"], dim=-3),  # -> [4, 64, 64]
+        norm,
+    )
+
+
+def make_env(
+    parallel: bool = False,
+    obs_norm_state_dict: dict | None = None,
+    num_workers: int = 2,
+    device: str | torch.device | None = None,
+    seed: int | None = None,
+) -> TransformedEnv:
+    """Build the environment the agent sees: stacked, normalized 64x64 grayscale frames.
+
+    Args:
+        parallel: run `num_workers` environments in worker processes (a ParallelEnv);
+            the transforms then run once, batched, in the parent process.
+        obs_norm_state_dict: `loc` and `scale` of the ObservationNorm (see
+            `compute_norm_constants`); without them the normalization is left to be
+            initialised with `init_stats`.
+        num_workers: number of environments when `parallel` is True.
+        device: where the environment puts its tensors (default: CPU).
+        seed: seed for the environment(s), for repeatable rollouts.
+    """
+    if obs_norm_state_dict is not None:
+        check_norm_constants(obs_norm_state_dict)
+    if parallel:
+        if not isinstance(num_workers, int) or num_workers < 1:
+            raise ValueError(f"num_workers must be a positive integer, got {num_workers!r}.")
+        base_env = ParallelEnv(num_workers, functools.partial(make_base_env, device=device))
+    else:
+        base_env = make_base_env(device=device)
+    env = TransformedEnv(base_env, make_transforms(obs_norm_state_dict))
+    if seed is not None:
+        env.set_seed(seed)
+    return env
+
+
+def compute_norm_constants(num_iter: int = 1_000, seed: int | None = 0) -> dict:
+    """Run a random policy for `num_iter` steps and return the ObservationNorm state dict."""
+    env = make_env(seed=seed)
+    try:
+        with torch.random.fork_rng():
+            if seed is not None:
+                torch.manual_seed(seed)  # the random actions too, leaving the caller's RNG alone
+            env.transform[-1].init_stats(
+                num_iter=num_iter,
+                reduce_dim=list(NORM_REDUCE_DIMS),
+                cat_dim=0,
+                keep_dims=NORM_KEEP_DIMS,
+            )
+        return {k: v.clone() for k, v in env.transform[-1].state_dict().items()}
+    finally:
+        env.close()
+
+
+def check_norm_constants(state_dict: dict) -> None:
+    """Raise a ValueError unless `state_dict` holds `loc` and `scale` of shape [4, 1, 1]."""
+    expected = torch.Size([FRAME_STACK, 1, 1])
+    for key in ("loc", "scale"):
+        value = state_dict.get(key) if isinstance(state_dict, dict) else None
+        if not isinstance(value, torch.Tensor) or value.shape != expected:
+            raise ValueError(
+                f"Normalization constants need a tensor {key!r} of shape {list(expected)}; "
+                f"got {value!r:.80}. Recompute them with compute_norm_constants() "
+                "(notebook 02)."
+            )
+
+
+def save_norm_constants(state_dict: dict, path: str | Path) -> Path:
+    """Save the normalization constants to `path` (a small torch file)."""
+    check_norm_constants(state_dict)
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    torch.save({k: v for k, v in state_dict.items()}, path)
+    return path
+
+
+def load_norm_constants(path: str | Path) -> dict:
+    """Load constants saved by `save_norm_constants`; a missing file names the notebook that makes it."""
+    path = Path(path)
+    if not path.exists():
+        raise FileNotFoundError(
+            f"No normalization constants at {path}. Run notebook 02_normalization first, "
+            "or compute them with helpers.envs.compute_norm_constants()."
+        )
+    state_dict = torch.load(path, weights_only=True)
+    check_norm_constants(state_dict)
+    return state_dict
+
+
+def course_norm_constants(num_iter: int = 1_000) -> dict:
+    """The constants notebook 02 saved in the outputs folder; when that file is missing,
+    say so, compute them (`num_iter` random steps) and save them there."""
+    path = output_dir() / NORM_FILE
+    if path.exists():
+        print(f"Normalization constants loaded from {path}")
+        return load_norm_constants(path)
+    print(f"{path} not found (notebook 02_normalization makes it): computing the constants now.")
+    state_dict = compute_norm_constants(num_iter)
+    save_norm_constants(state_dict, path)
+    return state_dict

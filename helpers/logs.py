@@ -1,0 +1,63 @@
+"""Training logs: one CSV row per collected batch, written as it comes so an interrupted run keeps it."""
+
+from __future__ import annotations
+
+import csv
+import math
+from pathlib import Path
+
+LOG_COLUMNS = (
+    "batch",  # index of the collected batch
+    "frames",  # environment frames collected so far
+    "trajectories",  # training episodes finished so far
+    "epsilon",  # exploration rate used for the next batch
+    "loss",  # mean squared TD error of the batch's last gradient step
+    "value",  # mean Q-value of the action taken, on that step's sample
+    "grad_norm",  # gradient norm before clipping
+    "train_episode_length",  # mean length of the training episodes that ended in this batch
+    "eval_episode_length",  # steps the greedy policy lasted (empty between evaluations)
+    "eval_moving_average",  # mean of the last 5 evaluations
+    "seconds",  # wall time since the run started
+)
+
+
+class CsvLog:
+    """Append rows to `path`, creating it with a header; each row is flushed to disk at once."""
+
+    def __init__(self, path: str | Path, append: bool = False) -> None:
+        self.path = Path(path)
+        self.rows: list[dict] = read_log(self.path) if append and self.path.exists() else []
+        if not (append and self.path.exists()):
+            with self.path.open("w", newline="") as f:
+                csv.writer(f).writerow(LOG_COLUMNS)
+
+    def write(self, row: dict) -> None:
+        unknown = set(row) - set(LOG_COLUMNS)
+        if unknown:
+            raise KeyError(f"Unknown log columns: {sorted(unknown)}")
+        self.rows.append({key: row.get(key, math.nan) for key in LOG_COLUMNS})
+        with self.path.open("a", newline="") as f:
+            csv.writer(f).writerow([_fmt(row.get(key)) for key in LOG_COLUMNS])
+
+
+def _fmt(value: object) -> str:
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return ""
+    return f"{value:.6g}" if isinstance(value, float) else str(value)
+
+
+def read_log(path: str | Path) -> list[dict]:
+    """Read a log written by CsvLog: a list of rows, empty cells as NaN."""
+    path = Path(path)
+    if not path.exists():
+        raise FileNotFoundError(f"No training log at {path}: run the training first.")
+    with path.open(newline="") as f:
+        return [
+            {k: float(v) if v != "" else math.nan for k, v in row.items()}
+            for row in csv.DictReader(f)
+        ]
+
+
+def column(rows: list[dict], name: str, where: str | None = None) -> list[float]:
+    """The values of column `name`, keeping only rows where column `where` is not empty."""
+    return [r[name] for r in rows if where is None or not math.isnan(r[where])]

@@ -1,0 +1,63 @@
+"""Loss utils: DQN losses with TD(0) and TD(lambda) targets (torchrl's DQNLoss) and the soft target update.
+
+Notebooks 04 and 05 write these targets by hand and check them against the versions here.
+"""
+
+from __future__ import annotations
+
+import torch
+from torchrl.modules import QValueActor
+from torchrl.objectives import DQNLoss, SoftUpdate, ValueEstimators
+from torchrl.objectives.value.functional import vec_td_lambda_return_estimate
+
+from helpers.config import Config
+
+TARGETS = ("td0", "td-lambda")
+
+
+def check_target(target: str) -> str:
+    """Return `target` if it is one of TARGETS, else raise a ValueError that lists them."""
+    if target not in TARGETS:
+        raise ValueError(f"Unknown target {target!r}: choose one of {', '.join(TARGETS)}.")
+    return target
+
+
+def td0_target(
+    reward: torch.Tensor, next_value: torch.Tensor, terminated: torch.Tensor, gamma: float
+) -> torch.Tensor:
+    """One-step target r + gamma * V(s'), where V(s') counts only if the episode did not terminate.
+
+    A truncated step (CartPole's 500-step limit) still bootstraps: the pole was up.
+    """
+    return reward + gamma * next_value * (~terminated.bool()).to(next_value.dtype)
+
+
+def td_lambda_target(
+    reward: torch.Tensor,
+    next_value: torch.Tensor,
+    done: torch.Tensor,
+    terminated: torch.Tensor,
+    gamma: float,
+    lmbda: float,
+) -> torch.Tensor:
+    """TD(lambda) returns of [B, T, 1] chunks: the time axis is -2, `done` cuts the recursion."""
+    if reward.ndim < 3 or reward.shape[-1] != 1:
+        raise ValueError(f"TD(lambda) wants [B, T, 1] tensors, got shape {list(reward.shape)}.")
+    return vec_td_lambda_return_estimate(
+        gamma, lmbda, next_value, reward, done.bool(), terminated.bool()
+    )
+
+
+def make_loss(actor: QValueActor, config: Config, target: str) -> tuple[DQNLoss, SoftUpdate]:
+    """torchrl's DQN loss (squared error) with a TD(0) or TD(lambda) target, and its soft updater.
+
+    The target network is a delayed copy of `actor`'s parameters held by the loss
+    (`loss.target_value_network_params`); `SoftUpdate.step()` moves it by `tau`.
+    """
+    check_target(target)
+    loss = DQNLoss(actor, loss_function="l2", delay_value=True)
+    if target == "td0":
+        loss.make_value_estimator(ValueEstimators.TD0, gamma=config.gamma)
+    else:
+        loss.make_value_estimator(ValueEstimators.TDLambda, gamma=config.gamma, lmbda=config.lmbda)
+    return loss, SoftUpdate(loss, tau=config.tau)

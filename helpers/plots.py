@@ -1,0 +1,91 @@
+"""Plot utils: the six training panels, the TD(0) vs TD(lambda) comparison and a live curve."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import matplotlib.pyplot as plt
+from matplotlib.figure import Figure
+
+from helpers.logs import column
+
+RANDOM_POLICY_STEPS = 22  # a random policy keeps CartPole up for about 22 steps
+
+
+def plot_training(rows: list[dict], title: str = "", path: str | Path | None = None) -> Figure:
+    """The tutorial's six panels: evaluation by frames and by trajectories, loss, value,
+    gradient norm and training episode length."""
+    fig, axes = plt.subplots(2, 3, figsize=(15, 8))
+    ev = "eval_episode_length"
+    panels = [
+        (axes[0, 0], "frames", "frames collected", "evaluation episode length"),
+        (axes[0, 1], "trajectories", "training trajectories", "evaluation episode length"),
+    ]
+    for ax, x, xlabel, ylabel in panels:
+        ax.plot(column(rows, x, ev), column(rows, ev, ev), ".", alpha=0.5, label="evaluation")
+        ax.plot(
+            column(rows, x, ev), column(rows, "eval_moving_average", ev), label="moving average"
+        )
+        ax.axhline(RANDOM_POLICY_STEPS, color="grey", ls="--", lw=1, label="random policy")
+        ax.set(xlabel=xlabel, ylabel=ylabel)
+        ax.legend()
+    for ax, name in zip(axes[0, 2:].tolist() + axes[1].tolist(), ["loss", "value", "grad_norm"]):
+        ax.plot(column(rows, "frames", name), column(rows, name, name))
+        ax.set(xlabel="frames collected", title=name.replace("_", " "))
+    length = "train_episode_length"
+    axes[1, 2].plot(column(rows, "frames", length), column(rows, length, length), ".", alpha=0.5)
+    axes[1, 2].set(xlabel="frames collected", title="training episode length")
+    fig.suptitle(title)
+    fig.tight_layout()
+    if path is not None:
+        fig.savefig(path, dpi=80)
+    return fig
+
+
+def plot_comparison(runs: dict[str, list[dict]], path: str | Path | None = None) -> Figure:
+    """Evaluation episode length of several runs, by frames and by trajectories, on one figure."""
+    fig, axes = plt.subplots(1, 2, figsize=(14, 5))
+    ev = "eval_episode_length"
+    for name, rows in runs.items():
+        for ax, x in zip(axes, ["frames", "trajectories"]):
+            (line,) = ax.plot(column(rows, x, ev), column(rows, ev, ev), ".", alpha=0.3)
+            avg = column(rows, "eval_moving_average", ev)
+            ax.plot(column(rows, x, ev), avg, color=line.get_color(), label=name)
+    for ax, xlabel in zip(axes, ["frames collected", "training trajectories collected"]):
+        ax.axhline(RANDOM_POLICY_STEPS, color="grey", ls="--", lw=1, label="random policy")
+        ax.set(xlabel=xlabel, ylabel="evaluation episode length")
+        ax.legend()
+    fig.tight_layout()
+    if path is not None:
+        fig.savefig(path, dpi=80)
+    return fig
+
+
+class LiveCurve:
+    """A learning curve that redraws in place in a notebook while training runs."""
+
+    def __init__(self) -> None:
+        from IPython.display import display
+
+        self.fig, self.ax = plt.subplots(figsize=(7, 3.5))
+        plt.close(self.fig)  # shown through the display handle only
+        self.handle = display(self.fig, display_id=True)
+
+    def update(self, rows: list[dict]) -> None:
+        ev = "eval_episode_length"
+        self.ax.clear()
+        self.ax.plot(column(rows, "frames", ev), column(rows, ev, ev), ".", alpha=0.5)
+        self.ax.plot(column(rows, "frames", ev), column(rows, "eval_moving_average", ev))
+        self.ax.axhline(RANDOM_POLICY_STEPS, color="grey", ls="--", lw=1)
+        self.ax.set(xlabel="frames collected", ylabel="evaluation episode length")
+        self.handle.update(self.fig)
+
+
+def in_notebook() -> bool:
+    """True inside a Jupyter kernel (where a live plot can be drawn)."""
+    try:
+        from IPython import get_ipython
+    except ImportError:
+        return False
+    shell = get_ipython()
+    return shell is not None and type(shell).__name__ == "ZMQInteractiveShell"

@@ -1,0 +1,271 @@
+"""The training loop shared by notebooks 04 and 05 and `python -m helpers train`."""
+
+from __future__ import annotations
+
+import functools
+import json
+import math
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from torchrl.collectors import Collector
+from torchrl.envs import ExplorationType, set_exploration_type
+from tqdm.auto import tqdm
+
+from helpers.checkpoints import (
+    config_to_dict,
+    flat_params,
+    load_checkpoint,
+    load_params_into,
+    save_checkpoint,
+)
+from helpers.config import Config, config_for_mode, get_device, get_mode
+from helpers.envs import compute_norm_constants, make_env
+from helpers.logs import CsvLog
+from helpers.losses import check_target, make_loss
+from helpers.models import make_model
+from helpers.plots import LiveCurve, in_notebook, plot_training
+from helpers.replay import make_replay_buffer, prepare_batch, scratch_dir
+from helpers.workers import stop_workers, worker_processes
+
+RUN_FILE, LOG_FILE, CHECKPOINT_FILE, CURVES_FILE = (
+    "run.json",
+    "log.csv",
+    "checkpoint.pt",
+    "curves.png",
+)
+EVAL_AVERAGE = 5  # the moving average covers this many evaluations
+
+
+@dataclass
+class TrainResult:
+    """What a training run leaves behind (all files are in `out_dir`)."""
+
+    out_dir: Path
+    rows: list[dict]
+    frames: int
+    interrupted: bool
+
+    @property
+    def log_path(self) -> Path:
+        return self.out_dir / LOG_FILE
+
+    @property
+    def checkpoint_path(self) -> Path:
+        return self.out_dir / CHECKPOINT_FILE
+
+
+def evaluate_episode(actor, env, max_steps: int) -> int:
+    """Steps the greedy policy keeps the pole up in one deterministic episode."""
+    with set_exploration_type(ExplorationType.DETERMINISTIC), torch.no_grad():
+        return env.rollout(max_steps, policy=actor).numel()
+
+
+def _prepare_out_dir(out_dir: Path, run: dict, resume: bool, overwrite: bool) -> dict | None:
+    """Check `out_dir` against this run; return the checkpoint to resume from, if any."""
+    run_file = out_dir / RUN_FILE
+    if resume:
+        state = load_checkpoint(out_dir / CHECKPOINT_FILE)
+        if state.get("target") != run["target"] or state.get("mode") != run["mode"]:
+            raise ValueError(
+                f"{out_dir} holds a {state.get('target')} run in {state.get('mode')} mode; "
+                f"cannot resume it as {run['target']} in {run['mode']} mode."
+            )
+        return state
+    if run_file.exists() and not overwrite:
+        old = json.loads(run_file.read_text())
+        kind = "a different run" if old != run else "this run already"
+        raise FileExistsError(
+            f"{out_dir} holds {kind} ({old.get('target')}, {old.get('mode')} mode, seed "
+            f"{old.get('seed')}). Nothing was changed. Pass --resume to continue it, --overwrite "
+            "to replace it, or choose another --out folder."
+        )
+    out_dir.mkdir(parents=True, exist_ok=True)
+    for name in (LOG_FILE, CHECKPOINT_FILE, CURVES_FILE):
+        (out_dir / name).unlink(missing_ok=True)
+    run_file.write_text(json.dumps(run, indent=1))
+    return None
+
+
+def train(
+    target: str,
+    out_dir: str | Path,
+    *,
+    mode: str | None = None,
+    config: Config | None = None,
+    seed: int = 0,
+    device: str | torch.device | None = None,
+    obs_norm_state_dict: dict | None = None,
+    resume: bool = False,
+    overwrite: bool = False,
+    live_plot: bool | None = None,
+    progress: bool = True,
+) -> TrainResult:
+    """Train a pixel DQN with TD(0) or TD(lambda) targets; write log, curves and checkpoint to `out_dir`.
+
+    Args:
+        target: "td0" (one-step targets on stored transitions) or "td-lambda" (lambda-returns on
+            stored trajectory chunks).
+        out_dir: folder of this run: run.json, log.csv (a row per batch), curves.png, checkpoint.pt.
+        mode: course mode whose hyperparameters to use (default: $DQN_COURSE_MODE).
+        config: hyperparameters, overriding those of the mode.
+        seed: seed of torch, the collectors' and the evaluation environments.
+        device: where the network trains (default: CUDA, MPS, then CPU).
+        obs_norm_state_dict: normalization constants (computed when missing).
+        resume: continue the run saved in `out_dir` up to `config.total_frames`.
+        overwrite: replace a run already in `out_dir` (otherwise that is an error).
+        live_plot: redraw a learning curve during training (default: inside a notebook).
+        progress: show a progress bar.
+
+    Interrupting (Ctrl+C, the notebook's stop button) ends the run cleanly: the log kept, a
+    checkpoint saved, the collectors' processes stopped.
+    """
+    check_target(target)
+    mode = get_mode(mode)
+    config = config or config_for_mode(mode)
+    if config.total_frames < config.frames_per_batch:
+        raise ValueError(
+            f"total_frames ({config.total_frames}) is smaller than one batch "
+            f"({config.frames_per_batch} frames): ask for at least {config.frames_per_batch}."
+        )
+    out_dir = Path(out_dir)
+    run = {"target": target, "mode": mode, "seed": seed, "config": config_to_dict(config)}
+    state = _prepare_out_dir(out_dir, json.loads(json.dumps(run)), resume, overwrite)
+    device = get_device(device)
+    torch.manual_seed(seed)
+    if state is not None:
+        obs_norm_state_dict = state["obs_norm"]
+    elif obs_norm_state_dict is None:
+        obs_norm_state_dict = compute_norm_constants(config.norm_init_iter, seed=seed)
+
+    eval_env = make_env(obs_norm_state_dict=obs_norm_state_dict, device=device, seed=seed + 10_000)
+    model = make_model(eval_env, config, device)
+    loss_module, target_updater = make_loss(model.actor, config, target)
+    optim = torch.optim.Adam(loss_module.parameters(), lr=config.lr, betas=config.betas)
+    frames = batch = trajectories = 0
+    if state is not None:
+        load_params_into(model.actor, state["params"], str(out_dir))
+        loss_module.target_value_network_params.flatten_keys(".").update_(
+            {k: v.to(device) for k, v in state["target_params"].items()}
+        )
+        optim.load_state_dict(state["optimizer"])
+        model.egreedy.eps.fill_(state["epsilon"])
+        frames, batch, trajectories = state["frames"], state["batches"], state["trajectories"]
+    remaining = config.total_frames - frames
+    if remaining < config.frames_per_batch:
+        raise ValueError(
+            f"{out_dir} already holds {frames} of {config.total_frames} frames; "
+            "raise total_frames (--frames) to train further."
+        )
+
+    log = CsvLog(out_dir / LOG_FILE, append=state is not None)
+    live = LiveCurve() if (in_notebook() if live_plot is None else live_plot) else None
+    workers_before = {p.pid for p in worker_processes()}
+    start, evals, interrupted, stored = time.monotonic(), [], False, 0
+    collector = None
+    bar = tqdm(total=config.total_frames, initial=frames, unit="frame", disable=not progress)
+    with scratch_dir(out_dir) as scratch:
+        replay = make_replay_buffer(config, target, scratch)
+        try:
+            collector = Collector(
+                functools.partial(
+                    make_env,
+                    parallel=True,
+                    obs_norm_state_dict=obs_norm_state_dict,
+                    num_workers=config.num_workers,
+                ),
+                model.policy_explore,
+                num_collectors=config.num_collectors,
+                sync=False,
+                frames_per_batch=config.frames_per_batch,
+                total_frames=remaining,
+                exploration_type=ExplorationType.RANDOM,
+                device=device,
+                storing_device="cpu",
+            )
+            collector.set_seed(seed)
+            for data in collector:
+                new_frames = data.numel()
+                frames += new_frames
+                finished = data["next", "done"].squeeze(-1)
+                trajectories += int(finished.sum())
+                replay.extend(prepare_batch(data, target))
+                row = {"batch": batch, "frames": frames, "trajectories": trajectories}
+                if finished.any() and ("next", "step_count") in data.keys(True):
+                    row["train_episode_length"] = float(
+                        data["next", "step_count"][finished].float().mean()
+                    )
+                stored += new_frames
+                if stored >= config.init_random_frames:
+                    for _ in range(config.n_optim):
+                        sample = replay.sample().to(device, non_blocking=True)
+                        loss = loss_module(sample)["loss"]
+                        loss.backward()
+                        grad_norm = torch.nn.utils.clip_grad_norm_(
+                            loss_module.parameters(), config.max_grad_norm
+                        )
+                        optim.step()
+                        optim.zero_grad(set_to_none=True)
+                        target_updater.step()
+                    row.update(loss=loss.item(), grad_norm=grad_norm.item())
+                    with torch.no_grad():  # the greedy Q-value on the last sample, for the logs
+                        row["value"] = float(
+                            model.actor(sample.select("pixels"))["chosen_action_value"].mean()
+                        )
+                model.egreedy.step(new_frames)
+                collector.update_policy_weights_()
+                row["epsilon"] = float(model.egreedy.eps)
+                if batch % config.eval_every == 0 or frames >= config.total_frames:
+                    evals.append(evaluate_episode(model.actor, eval_env, config.eval_max_steps))
+                    row["eval_episode_length"] = evals[-1]
+                    row["eval_moving_average"] = sum(evals[-EVAL_AVERAGE:]) / len(
+                        evals[-EVAL_AVERAGE:]
+                    )
+                row["seconds"] = round(time.monotonic() - start, 2)
+                log.write(row)
+                batch += 1
+                bar.update(new_frames)
+                bar.set_postfix(_postfix(log.rows), refresh=False)
+                if live is not None and "eval_episode_length" in row:
+                    live.update(log.rows)
+        except KeyboardInterrupt:
+            interrupted = True
+            print(f"\nInterrupted after {frames} frames: saving what ran so far.")
+        finally:
+            bar.close()
+            if collector is not None:
+                collector.shutdown()
+            eval_env.close()
+            stop_workers(keep=workers_before)
+            save_checkpoint(
+                out_dir / CHECKPOINT_FILE,
+                target=target,
+                mode=mode,
+                seed=seed,
+                frames=frames,
+                batches=batch,
+                trajectories=trajectories,
+                interrupted=interrupted,
+                config=config_to_dict(config),
+                params=flat_params(loss_module.value_network_params),
+                target_params=flat_params(loss_module.target_value_network_params),
+                optimizer=optim.state_dict(),
+                obs_norm=obs_norm_state_dict,
+                epsilon=float(model.egreedy.eps),
+            )
+            if log.rows:
+                plot_training(log.rows, f"{target} ({mode} mode)", out_dir / CURVES_FILE).clf()
+    return TrainResult(out_dir, log.rows, frames, interrupted)
+
+
+def _postfix(rows: list[dict]) -> dict:
+    """The progress bar's summary: last loss and value, last evaluation."""
+    last = rows[-1]
+    evals = [r["eval_episode_length"] for r in rows if not math.isnan(r["eval_episode_length"])]
+    return {
+        "loss": f"{last['loss']:.4f}",
+        "value": f"{last['value']:.3f}",
+        "eval": f"{evals[-1]:.0f}" if evals else "-",
+    }

@@ -1,0 +1,111 @@
+"""The pixel CartPole environment, its transforms and normalization constants."""
+
+import pytest
+import torch
+from torchrl.envs.utils import check_env_specs
+
+from helpers.envs import (
+    FRAME_STACK,
+    course_norm_constants,
+    load_norm_constants,
+    make_env,
+    save_norm_constants,
+)
+from helpers.workers import worker_processes
+
+
+def test_env_specs_are_consistent(obs_norm):
+    env = make_env(obs_norm_state_dict=obs_norm, seed=0)
+    try:
+        check_env_specs(env)
+    finally:
+        env.close()
+
+
+def test_observation_is_four_stacked_64x64_frames(obs_norm):
+    env = make_env(obs_norm_state_dict=obs_norm, seed=0)
+    td = env.reset()
+    env.close()
+    assert td["pixels"].shape == (4, 64, 64)
+    assert td["pixels"].dtype == torch.float32
+
+
+def test_constants_have_shape_4_1_1(obs_norm):
+    assert obs_norm["loc"].shape == (FRAME_STACK, 1, 1)
+    assert obs_norm["scale"].shape == (FRAME_STACK, 1, 1)
+    # Mostly white frames: the mean pixel is bright and the spread small.
+    assert 0.9 < obs_norm["loc"].mean() < 1.0
+    assert 0.01 < obs_norm["scale"].mean() < 0.2
+
+
+def test_normalized_pixels_have_zero_mean_unit_std_on_a_fresh_rollout(obs_norm):
+    env = make_env(obs_norm_state_dict=obs_norm, seed=123)
+    pixels = env.rollout(200, break_when_any_done=False)["next", "pixels"]
+    env.close()
+    assert abs(pixels.mean().item()) < 0.1
+    assert abs(pixels.std().item() - 1.0) < 0.1
+
+
+def test_a_step_is_rewarded_0_1(obs_norm):
+    env = make_env(obs_norm_state_dict=obs_norm, seed=0)
+    rollout = env.rollout(5)
+    env.close()
+    torch.testing.assert_close(rollout["next", "reward"], torch.full((5, 1), 0.1))
+
+
+def test_stacked_frames_start_from_the_reset_frame(obs_norm):
+    env = make_env(obs_norm_state_dict=obs_norm, seed=0)
+    first = env.reset()["pixels"] * obs_norm["scale"] + obs_norm["loc"]  # undo the norm
+    env.close()
+    for i in range(1, FRAME_STACK):
+        torch.testing.assert_close(first[i], first[0], atol=1e-5, rtol=0)
+
+
+def test_constants_round_trip_through_a_file(tmp_path, obs_norm):
+    path = save_norm_constants(obs_norm, tmp_path / "norm.pt")
+    loaded = load_norm_constants(path)
+    torch.testing.assert_close(loaded["loc"], obs_norm["loc"])
+    torch.testing.assert_close(loaded["scale"], obs_norm["scale"])
+
+
+def test_missing_constants_file_names_the_notebook(tmp_path):
+    with pytest.raises(FileNotFoundError, match="02_normalization"):
+        load_norm_constants(tmp_path / "nowhere.pt")
+
+
+def test_course_constants_are_computed_and_saved_when_missing(tmp_path, monkeypatch, capsys):
+    monkeypatch.setenv("DQN_COURSE_OUTPUT_DIR", str(tmp_path))
+    constants = course_norm_constants(num_iter=20)
+    assert "not found" in capsys.readouterr().out
+    assert (tmp_path / "obs_norm.pt").exists()
+    again = course_norm_constants(num_iter=20)
+    assert "loaded" in capsys.readouterr().out
+    torch.testing.assert_close(again["loc"], constants["loc"])
+
+
+def test_constants_of_the_wrong_shape_are_refused():
+    bad = {"loc": torch.zeros(3, 64, 64), "scale": torch.ones(3, 64, 64)}
+    with pytest.raises(ValueError, match=r"\[4, 1, 1\]"):
+        make_env(obs_norm_state_dict=bad)
+
+
+@pytest.mark.parametrize("num_workers", [0, -1, 1.5])
+def test_bad_worker_count_is_refused(num_workers, obs_norm):
+    with pytest.raises(ValueError, match="num_workers"):
+        make_env(parallel=True, num_workers=num_workers, obs_norm_state_dict=obs_norm)
+
+
+def test_parallel_env_batches_workers_and_leaves_no_process(obs_norm):
+    before = {p.pid for p in worker_processes()}
+    env = make_env(parallel=True, num_workers=2, obs_norm_state_dict=obs_norm, seed=0)
+    rollout = env.rollout(10, break_when_any_done=False)
+    assert rollout["pixels"].shape == (2, 10, 4, 64, 64)
+    assert {p.pid for p in worker_processes()} - before, "the ParallelEnv started no worker"
+    env.close()
+    single = make_env(obs_norm_state_dict=obs_norm)
+    single.rollout(3)
+    single.close()
+    from helpers.workers import stop_workers
+
+    assert stop_workers(keep=before, timeout=10) == [], "workers had to be killed"
+    assert {p.pid for p in worker_processes()} - before == set()

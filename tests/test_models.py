@@ -1,0 +1,99 @@
+"""The Q-network, its actor, the exploring policy and functional parameters."""
+
+import pytest
+import torch
+from tensordict import TensorDict
+from torchrl.envs import ExplorationType, set_exploration_type
+
+from helpers.config import config_for_mode
+from helpers.envs import make_env
+from helpers.models import make_model, q_values
+
+
+@pytest.fixture(scope="module")
+def env(obs_norm):
+    env = make_env(obs_norm_state_dict=obs_norm, seed=0)
+    yield env
+    env.close()
+
+
+@pytest.fixture
+def model(env):
+    return make_model(env, config_for_mode("smoke"))
+
+
+def test_actor_writes_the_qvalue_keys(env, model):
+    td = model.actor(env.reset())
+    assert td["action_value"].shape == (2,)
+    assert td["action"].shape == (2,) and td["action"].sum() == 1  # one-hot
+    assert td["chosen_action_value"].shape == (1,)
+    assert td["chosen_action_value"].item() == td["action_value"].max().item()
+    assert td["action"].argmax() == td["action_value"].argmax()
+
+
+def test_batched_call_shapes(model):
+    td = model.actor(TensorDict({"pixels": torch.randn(7, 4, 64, 64)}, [7]))
+    assert td["action_value"].shape == (7, 2)
+    assert td["chosen_action_value"].shape == (7, 1)
+
+
+def test_value_head_bias_starts_at_init_bias(model):
+    config = config_for_mode("smoke")
+    net = model.actor.module[0].module
+    assert net.value[-1].bias.item() == config.init_bias
+
+
+def test_dueling_combination(model):
+    net = model.actor.module[0].module
+    x = torch.randn(3, 4, 64, 64)
+    features = net.features(x)
+    advantage, value = net.advantage(features), net.value(features)
+    torch.testing.assert_close(net(x), value + advantage - advantage.mean(-1, keepdim=True))
+
+
+def test_target_params_are_a_detached_copy(model):
+    for p, t in zip(model.params.values(True, True), model.target_params.values(True, True)):
+        assert torch.equal(p, t) and p.data_ptr() != t.data_ptr() and not t.requires_grad
+    x = torch.randn(2, 4, 64, 64)
+    model.target_params.apply_(lambda t: t.add_(1.0))
+    assert not torch.allclose(
+        q_values(model.actor, model.params, x), q_values(model.actor, model.target_params, x)
+    )
+    # The functional call left the module's own parameters alone.
+    torch.testing.assert_close(
+        model.actor(TensorDict({"pixels": x}, [2]))["action_value"],
+        q_values(model.actor, model.params, x),
+    )
+
+
+def test_epsilon_anneals_to_eps_end(model):
+    config = config_for_mode("smoke")
+    assert model.egreedy.eps.item() == pytest.approx(config.eps_init)
+    model.egreedy.step(config.total_frames // 2)
+    assert model.egreedy.eps.item() == pytest.approx(
+        (config.eps_init + config.eps_end) / 2, abs=1e-4
+    )
+    model.egreedy.step(config.total_frames)
+    assert model.egreedy.eps.item() == pytest.approx(config.eps_end)
+
+
+def test_exploration_only_in_random_mode(env):
+    model = make_model(env, config_for_mode("smoke").replace(eps_init=1.0))
+    batch = TensorDict({"pixels": torch.randn(400, 4, 64, 64)}, [400])
+    greedy = model.actor(batch.clone())["action"]
+    explored = model.policy_explore(batch.clone())["action"]
+    assert 0.3 < (explored != greedy).any(-1).float().mean() < 0.7
+    with set_exploration_type(ExplorationType.DETERMINISTIC):
+        assert torch.equal(model.policy_explore(batch.clone())["action"], greedy)
+
+
+def test_make_model_needs_an_environment():
+    with pytest.raises(TypeError, match="make_env"):
+        make_model("CartPole-v1", config_for_mode("smoke"))
+
+
+def test_make_model_needs_normalization_constants():
+    env = make_env()
+    with pytest.raises(ValueError, match="obs_norm_state_dict"):
+        make_model(env, config_for_mode("smoke"))
+    env.close()
