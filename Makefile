@@ -30,6 +30,7 @@ course: $(STAMP)
 		echo "   done in $$(( $$(date +%s) - start )) s"; \
 	done
 	@echo "Executed notebooks, logs and plots are in outputs/"
+	@$(BIN)/python -c 'from helpers.video import report_video; report_video()'
 
 ## test: unit tests, lint, then every notebook in smoke mode (what CI runs)
 test: $(STAMP)

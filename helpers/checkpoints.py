@@ -53,7 +53,7 @@ def load_checkpoint(path: str | Path) -> dict:
         )
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
-    except (pickle.UnpicklingError, zipfile.BadZipFile, RuntimeError, EOFError) as err:
+    except (pickle.UnpicklingError, zipfile.BadZipFile, RuntimeError, EOFError, OSError) as err:
         raise CheckpointError(
             f"{path} is not a readable checkpoint (truncated, corrupt or not a torch file): {err}"
         ) from err
@@ -75,7 +75,8 @@ def load_params_into(actor: QValueActor, flat: dict[str, torch.Tensor], source: 
             f"{source} was made with a different network architecture than this course's "
             f"(first differences: {diff})."
         )
-    params.update_(TensorDict(flat, batch_size=[]))
+    with torch.no_grad():
+        params.update_(TensorDict(flat, batch_size=[]))
 
 
 @dataclass

@@ -77,9 +77,9 @@ _MODE_SETTINGS: dict[str, dict[str, object]] = {
     ),
     # A few minutes per training notebook on a laptop: enough to see learning start.
     "workshop": dict(
-        total_frames=20_000,
+        total_frames=16_000,
         init_random_frames=500,
-        buffer_size=20_000,
+        buffer_size=16_000,
         eval_every=10,
     ),
     # The tutorial's "proper" values.

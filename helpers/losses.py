@@ -13,6 +13,7 @@ from torchrl.objectives.value.functional import vec_td_lambda_return_estimate
 from helpers.config import Config
 
 TARGETS = ("td0", "td-lambda")
+GAMMA_LAMBDA_MIN = 1e-7  # below this torchrl's vectorized TD(lambda) has an empty filter
 
 
 def check_target(target: str) -> str:
@@ -40,9 +41,15 @@ def td_lambda_target(
     gamma: float,
     lmbda: float,
 ) -> torch.Tensor:
-    """TD(lambda) returns of [B, T, 1] chunks: the time axis is -2, `done` cuts the recursion."""
+    """TD(lambda) returns of [B, T, 1] chunks: the time axis is -2, `done` cuts the recursion.
+
+    With gamma * lmbda below 1e-7 the lambda-return is the TD(0) target; torchrl's vectorized
+    version drops every term of its filter there and fails, so that case uses `td0_target`.
+    """
     if reward.ndim < 3 or reward.shape[-1] != 1:
         raise ValueError(f"TD(lambda) wants [B, T, 1] tensors, got shape {list(reward.shape)}.")
+    if gamma * lmbda < GAMMA_LAMBDA_MIN:
+        return td0_target(reward, next_value, terminated, gamma)
     return vec_td_lambda_return_estimate(
         gamma, lmbda, next_value, reward, done.bool(), terminated.bool()
     )
@@ -56,7 +63,7 @@ def make_loss(actor: QValueActor, config: Config, target: str) -> tuple[DQNLoss,
     """
     check_target(target)
     loss = DQNLoss(actor, loss_function="l2", delay_value=True)
-    if target == "td0":
+    if target == "td0" or config.gamma * config.lmbda < GAMMA_LAMBDA_MIN:
         loss.make_value_estimator(ValueEstimators.TD0, gamma=config.gamma)
     else:
         loss.make_value_estimator(ValueEstimators.TDLambda, gamma=config.gamma, lmbda=config.lmbda)

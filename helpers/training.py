@@ -9,6 +9,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+import matplotlib.pyplot as plt
 import torch
 from torchrl.collectors import Collector
 from torchrl.envs import ExplorationType, set_exploration_type
@@ -28,7 +29,7 @@ from helpers.losses import check_target, make_loss
 from helpers.models import make_model
 from helpers.plots import LiveCurve, in_notebook, plot_training
 from helpers.replay import make_replay_buffer, prepare_batch, scratch_dir
-from helpers.workers import stop_workers, worker_processes
+from helpers.workers import StopOnInterrupt, stop_workers, worker_processes
 
 RUN_FILE, LOG_FILE, CHECKPOINT_FILE, CURVES_FILE = (
     "run.json",
@@ -163,10 +164,10 @@ def train(
     log = CsvLog(out_dir / LOG_FILE, append=state is not None)
     live = LiveCurve() if (in_notebook() if live_plot is None else live_plot) else None
     workers_before = {p.pid for p in worker_processes()}
-    start, evals, interrupted, stored = time.monotonic(), [], False, 0
+    start, evals, stored = time.monotonic(), [], 0
     collector = None
     bar = tqdm(total=config.total_frames, initial=frames, unit="frame", disable=not progress)
-    with scratch_dir(out_dir) as scratch:
+    with scratch_dir(out_dir) as scratch, StopOnInterrupt() as stop:
         replay = make_replay_buffer(config, target, scratch)
         try:
             collector = Collector(
@@ -230,10 +231,14 @@ def train(
                 bar.set_postfix(_postfix(log.rows), refresh=False)
                 if live is not None and "eval_episode_length" in row:
                     live.update(log.rows)
+                if stop.requested:
+                    break
         except KeyboardInterrupt:
-            interrupted = True
-            print(f"\nInterrupted after {frames} frames: saving what ran so far.")
+            stop.requested = True
         finally:
+            interrupted = stop.requested
+            if interrupted:
+                print(f"Interrupted after {frames} frames: saving what ran so far.")
             bar.close()
             if collector is not None:
                 collector.shutdown()
@@ -256,7 +261,7 @@ def train(
                 epsilon=float(model.egreedy.eps),
             )
             if log.rows:
-                plot_training(log.rows, f"{target} ({mode} mode)", out_dir / CURVES_FILE).clf()
+                plt.close(plot_training(log.rows, f"{target} ({mode} mode)", out_dir / CURVES_FILE))
     return TrainResult(out_dir, log.rows, frames, interrupted)
 
 

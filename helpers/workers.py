@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import signal
+import threading
 import time
 
 import psutil
@@ -47,3 +49,31 @@ def stop_workers(keep: set[int] = frozenset(), timeout: float = 10.0) -> list[in
     for process in alive:
         process.kill()
     return [p.pid for p in left]
+
+
+class StopOnInterrupt:
+    """Turn the first Ctrl+C (or the notebook's stop button) into a polite request to stop.
+
+    Inside the block, SIGINT sets `requested` instead of raising KeyboardInterrupt wherever the
+    code happens to be (which can leave a collector or a functional call half done); the loop
+    checks `requested` between batches. A second interrupt raises KeyboardInterrupt at once.
+    """
+
+    def __init__(self) -> None:
+        self.requested = False
+        self._previous = None
+
+    def _handler(self, signum, frame) -> None:
+        if self.requested:
+            raise KeyboardInterrupt
+        self.requested = True
+        print("\nInterrupt received: stopping after this batch (interrupt again to stop at once).")
+
+    def __enter__(self) -> StopOnInterrupt:
+        if threading.current_thread() is threading.main_thread():
+            self._previous = signal.signal(signal.SIGINT, self._handler)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self._previous is not None:
+            signal.signal(signal.SIGINT, self._previous)

@@ -1,0 +1,89 @@
+"""Video utils: record an episode's raw frames, write MP4 or GIF, and embed videos in notebooks."""
+
+from __future__ import annotations
+
+import base64
+from pathlib import Path
+
+import imageio.v2 as imageio
+import numpy as np
+import torch
+from torchrl.envs import CatTensors, TransformedEnv
+
+from helpers.checkpoints import load_agent
+from helpers.config import output_dir
+from helpers.evaluation import MAX_STEPS, play_episode
+
+RAW_KEY = "pixels_save"  # the untouched RGB frame, copied before the other transforms
+VIDEO_NAME = "td-lambda-agent.mp4"  # what `make course` leaves in outputs/
+VIDEO_FORMATS = (".mp4", ".gif")
+
+
+def keep_raw_frames(env: TransformedEnv) -> TransformedEnv:
+    """Copy each raw frame to `pixels_save` ahead of the transforms, which change `pixels` in place."""
+    env.transform.insert(0, CatTensors(["pixels"], RAW_KEY, del_keys=False))
+    return env
+
+
+def write_video(frames: torch.Tensor | np.ndarray, path: str | Path, fps: int = 30) -> Path:
+    """Write uint8 frames [T, H, W, 3] to an MP4 (H.264, imageio-ffmpeg) or a GIF, by suffix."""
+    path = Path(path)
+    if path.suffix.lower() not in VIDEO_FORMATS:
+        raise ValueError(f"Cannot write {path.name}: the video file must end in .mp4 or .gif.")
+    if fps < 1:
+        raise ValueError(f"fps must be at least 1, got {fps}.")
+    frames = np.asarray(frames, dtype=np.uint8)
+    if frames.ndim != 4 or frames.shape[-1] != 3 or len(frames) == 0:
+        raise ValueError(f"Expected frames shaped [T, H, W, 3], got {list(frames.shape)}.")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    if path.suffix.lower() == ".mp4":
+        # macro_block_size=8 keeps 400x600 frames at their size (16 would pad them to 608 wide).
+        imageio.mimwrite(path, frames, fps=fps, macro_block_size=8, quality=7)
+    else:
+        # Pillow merges identical consecutive GIF frames into one longer frame; flipping the
+        # lowest bit of one corner pixel on every other frame keeps one GIF frame per step.
+        frames = frames.copy()
+        frames[1::2, 0, 0, 0] ^= 1
+        imageio.mimwrite(path, frames, duration=1000 / fps, loop=0)
+    return path
+
+
+def record_video(
+    checkpoint: str | Path,
+    out: str | Path,
+    max_steps: int = MAX_STEPS,
+    seed: int = 0,
+    fps: int = 30,
+) -> tuple[Path, int]:
+    """Play one deterministic episode with a checkpoint's agent and write it to `out`."""
+    if Path(out).suffix.lower() not in VIDEO_FORMATS:
+        raise ValueError(f"Cannot write {Path(out).name}: the video file must end in .mp4 or .gif.")
+    if max_steps < 1:
+        raise ValueError(f"--max-steps must be at least 1, got {max_steps}.")
+    agent = load_agent(checkpoint)
+    env = keep_raw_frames(agent.make_env())
+    try:
+        episode = play_episode(agent.policy, env, max_steps, seed)
+    finally:
+        env.close()
+    return write_video(episode[RAW_KEY], out, fps), episode.numel()
+
+
+def embed_video(path: str | Path, width: int = 480):
+    """An HTML element that carries the video itself (base64), so it survives in a saved notebook."""
+    from IPython.display import HTML
+
+    path = Path(path)
+    data = base64.b64encode(path.read_bytes()).decode()
+    if path.suffix.lower() == ".gif":
+        return HTML(f'<img src="data:image/gif;base64,{data}" width="{width}">')
+    return HTML(f'<video controls loop width="{width}" src="data:video/mp4;base64,{data}"></video>')
+
+
+def report_video() -> None:
+    """Print where the course's rollout video is (the last step of `make course`)."""
+    path = output_dir() / VIDEO_NAME
+    if path.exists():
+        print(f"Rollout video of the trained agent: {path}")
+    else:
+        print(f"No rollout video at {path}: notebook 06 writes it.")

@@ -1,0 +1,163 @@
+"""Loading trained agents, evaluating them and filming them (uses a real smoke training run)."""
+
+import json
+import os
+import subprocess
+import sys
+
+import imageio.v2 as imageio
+import pytest
+import torch
+from tensordict import TensorDict
+
+from helpers.checkpoints import CheckpointError, load_agent
+from helpers.evaluation import play_episode
+from helpers.video import RAW_KEY, keep_raw_frames, write_video
+
+
+def cli(*args: str) -> subprocess.CompletedProcess:
+    env = {**os.environ, "SDL_VIDEODRIVER": "dummy"}
+    return subprocess.run(
+        [sys.executable, "-m", "helpers", *args],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=300,
+    )
+
+
+@pytest.fixture(scope="module")
+def checkpoint(tmp_path_factory):
+    out = tmp_path_factory.mktemp("agent")
+    result = cli(
+        "train", "--target", "td-lambda", "--mode", "smoke", "--frames", "128", "--out", str(out)
+    )
+    assert result.returncode == 0, result.stderr[-2000:]
+    return out / "checkpoint.pt"
+
+
+def test_loaded_agent_reproduces_the_trained_greedy_actions(checkpoint):
+    agent = load_agent(checkpoint)
+    state = torch.load(checkpoint, weights_only=True)
+    pixels = torch.randn(16, 4, 64, 64)
+    actions = agent.policy(TensorDict({"pixels": pixels}, [16]))["action"]
+    # the same network rebuilt by hand from the saved parameters
+    from helpers.checkpoints import load_params_into
+    from helpers.models import make_actor
+
+    env = agent.make_env()
+    actor = make_actor(env)
+    env.close()
+    load_params_into(actor, state["params"], "test")
+    assert torch.equal(actor(TensorDict({"pixels": pixels}, [16]))["action"], actions)
+    assert agent.info["target"] == "td-lambda" and agent.info["frames"] == 128
+
+
+def test_agent_env_uses_the_training_constants(checkpoint):
+    agent = load_agent(checkpoint)
+    env = agent.make_env(seed=0)
+    norm = env.transform[-1]
+    torch.testing.assert_close(norm.loc, agent.obs_norm["loc"])
+    episode = play_episode(agent.policy, env, max_steps=20, seed=0)
+    env.close()
+    assert "action" in episode.keys() and episode["pixels"].shape[1:] == (4, 64, 64)
+
+
+def test_evaluate_json_is_consistent(checkpoint):
+    result = cli(
+        "evaluate", "--checkpoint", str(checkpoint), "--episodes", "3", "--seed", "5", "--json"
+    )
+    assert result.returncode == 0, result.stderr[-2000:]
+    stats = json.loads(result.stdout)
+    lengths = stats["lengths"]
+    assert stats["episodes"] == len(lengths) == 3
+    assert stats["min"] == min(lengths) and stats["max"] == max(lengths)
+    assert stats["mean"] == pytest.approx(sum(lengths) / 3)
+    assert stats["min"] <= stats["mean"] <= stats["max"] and stats["std"] >= 0
+    again = json.loads(
+        cli(
+            "evaluate", "--checkpoint", str(checkpoint), "--episodes", "3", "--seed", "5", "--json"
+        ).stdout
+    )
+    assert again["lengths"] == lengths, "deterministic episodes with the same seeds differ"
+
+
+@pytest.mark.parametrize("suffix", [".mp4", ".gif"])
+def test_video_has_a_frame_per_step_at_render_size(checkpoint, tmp_path, suffix):
+    out = tmp_path / f"agent{suffix}"
+    result = cli(
+        "video",
+        "--checkpoint",
+        str(checkpoint),
+        "--out",
+        str(out),
+        "--max-steps",
+        "40",
+        "--fps",
+        "20",
+    )
+    assert result.returncode == 0, result.stderr[-2000:]
+    steps = int(result.stdout.split("(")[-1].split()[0])
+    assert str(out) in result.stdout and 1 <= steps <= 40
+    frames = imageio.mimread(out, memtest=False)
+    assert len(frames) == steps
+    assert frames[0].shape[:2] == (400, 600)
+    assert max(f.std() for f in frames) > 0  # real pictures, not blank frames
+
+
+def test_raw_frames_are_kept_next_to_the_observation(checkpoint):
+    agent = load_agent(checkpoint)
+    env = keep_raw_frames(agent.make_env())
+    episode = play_episode(agent.policy, env, max_steps=10, seed=1)
+    env.close()
+    assert episode[RAW_KEY].shape == (episode.numel(), 400, 600, 3)
+    assert episode[RAW_KEY].dtype == torch.uint8
+
+
+def test_write_video_refuses_other_formats(tmp_path):
+    with pytest.raises(ValueError, match=".mp4 or .gif"):
+        write_video(torch.zeros(2, 8, 8, 3, dtype=torch.uint8), tmp_path / "a.avi")
+
+
+def test_missing_checkpoint(tmp_path):
+    with pytest.raises(FileNotFoundError, match="Train one first"):
+        load_agent(tmp_path / "none.pt")
+    result = cli("evaluate", "--checkpoint", str(tmp_path / "none.pt"))
+    assert result.returncode == 2 and "No checkpoint" in result.stderr
+
+
+def test_truncated_checkpoint(checkpoint, tmp_path):
+    bad = tmp_path / "truncated.pt"
+    bad.write_bytes(checkpoint.read_bytes()[:5000])
+    with pytest.raises(CheckpointError, match="not a readable checkpoint"):
+        load_agent(bad)
+
+
+def test_foreign_file(tmp_path):
+    foreign = tmp_path / "foreign.pt"
+    torch.save({"weights": torch.zeros(3)}, foreign)
+    with pytest.raises(CheckpointError, match="not a checkpoint of this course"):
+        load_agent(foreign)
+
+
+def test_a_checkpoint_cannot_run_code(tmp_path):
+    evil = tmp_path / "evil.pt"
+    torch.save({"format": "pixel-dqn-course/1", "payload": Exploit()}, evil)
+    with pytest.raises(CheckpointError):
+        load_agent(evil)
+    assert not (tmp_path / "pwned").exists()
+
+
+class Exploit:
+    def __reduce__(self):
+        return (open, ("pwned-by-checkpoint", "w"))
+
+
+def test_other_architecture_is_refused(checkpoint, tmp_path):
+    state = torch.load(checkpoint, weights_only=True)
+    key = next(k for k in state["params"] if k.endswith("weight"))
+    state["params"][key] = torch.zeros(3, 3)
+    other = tmp_path / "other.pt"
+    torch.save(state, other)
+    with pytest.raises(CheckpointError, match="different network architecture"):
+        load_agent(other)

@@ -1,0 +1,161 @@
+"""TD(0) and TD(lambda) targets against values computed by hand, and DQNLoss against them."""
+
+import pytest
+import torch
+from tensordict import TensorDict
+
+from helpers.config import config_for_mode
+from helpers.envs import make_env
+from helpers.losses import check_target, make_loss, td0_target, td_lambda_target
+from helpers.models import make_model, q_values
+
+
+def btf(values):
+    """A [B=1, T, 1] tensor from a list over time."""
+    return torch.as_tensor(values).view(1, -1, 1)
+
+
+def test_td0_target_by_hand():
+    reward = torch.tensor([0.1, 0.1, 0.1])
+    next_value = torch.tensor([2.0, 3.0, 4.0])
+    terminated = torch.tensor([False, True, False])
+    # 0.1 + 0.9 * 2 = 1.9; terminated: 0.1; 0.1 + 0.9 * 4 = 3.7
+    torch.testing.assert_close(
+        td0_target(reward, next_value, terminated, 0.9), torch.tensor([1.9, 0.1, 3.7])
+    )
+
+
+def test_td0_truncation_still_bootstraps():
+    # A truncated step is done but not terminated: the target keeps gamma * V(s').
+    target = td0_target(torch.tensor([0.1]), torch.tensor([5.0]), torch.tensor([False]), 0.99)
+    torch.testing.assert_close(target, torch.tensor([0.1 + 0.99 * 5.0]))
+
+
+def test_td_lambda_by_hand_with_termination_inside_the_chunk():
+    # t=0..3, terminated at t=1, new episode from t=2; gamma=0.5, lambda=0.5.
+    reward = btf([1.0, 1.0, 1.0, 1.0])
+    next_value = btf([4.0, 8.0, 2.0, 6.0])
+    done = btf([False, True, False, False])
+    terminated = btf([False, True, False, False])
+    # t=3 (chunk end): 1 + 0.5 * 6 = 4
+    # t=2: 1 + 0.5 * (0.5 * 2 + 0.5 * 4) = 2.5
+    # t=1 (terminated): 1
+    # t=0: 1 + 0.5 * (0.5 * 4 + 0.5 * 1) = 2.25
+    expected = btf([2.25, 1.0, 2.5, 4.0])
+    torch.testing.assert_close(
+        td_lambda_target(reward, next_value, done, terminated, 0.5, 0.5), expected
+    )
+
+
+def test_td_lambda_by_hand_with_truncation():
+    reward = btf([1.0, 1.0, 1.0])
+    next_value = btf([4.0, 8.0, 2.0])
+    done = btf([False, True, False])  # truncated at t=1: done, not terminated
+    terminated = btf([False, False, False])
+    # t=2: 1 + 0.5 * 2 = 2; t=1: 1 + 0.5 * 8 = 5 (bootstraps, no recursion into t=2)
+    # t=0: 1 + 0.5 * (0.5 * 4 + 0.5 * 5) = 3.25
+    torch.testing.assert_close(
+        td_lambda_target(reward, next_value, done, terminated, 0.5, 0.5), btf([3.25, 5.0, 2.0])
+    )
+
+
+def test_lambda_zero_equals_td0():
+    torch.manual_seed(0)
+    reward, next_value = torch.rand(3, 7, 1), torch.rand(3, 7, 1)
+    terminated = torch.rand(3, 7, 1) < 0.2
+    done = terminated | (torch.rand(3, 7, 1) < 0.2)
+    torch.testing.assert_close(
+        td_lambda_target(reward, next_value, done, terminated, 0.9, 0.0),
+        td0_target(reward, next_value, terminated, 0.9),
+    )
+
+
+def test_lambda_one_gamma_one_sums_rewards_to_the_end():
+    reward = btf([1.0, 2.0, 3.0])
+    next_value = btf([10.0, 10.0, 0.0])
+    done = btf([False, False, True])
+    terminated = btf([False, False, True])
+    torch.testing.assert_close(
+        td_lambda_target(reward, next_value, done, terminated, 1.0, 1.0), btf([6.0, 5.0, 3.0])
+    )
+
+
+def test_gamma_zero_is_the_reward():
+    reward = btf([0.1, 0.2])
+    out = td_lambda_target(
+        reward, btf([9.0, 9.0]), btf([False, False]), btf([False, False]), 0.0, 0.95
+    )
+    torch.testing.assert_close(out, reward)
+
+
+def test_td_lambda_refuses_two_dimensional_tensors():
+    flat = torch.zeros(2, 5)
+    with pytest.raises(ValueError, match=r"\[B, T, 1\]"):
+        td_lambda_target(flat, flat, flat.bool(), flat.bool(), 0.9, 0.9)
+
+
+def test_unknown_target():
+    with pytest.raises(ValueError, match="td0, td-lambda"):
+        check_target("td2")
+
+
+@pytest.mark.parametrize("target,shape", [("td0", (12,)), ("td-lambda", (3, 5))])
+def test_dqn_loss_equals_the_hand_written_loss(obs_norm, target, shape):
+    torch.manual_seed(0)
+    config = config_for_mode("smoke")
+    env = make_env(obs_norm_state_dict=obs_norm)
+    model = make_model(env, config)
+    env.close()
+    loss_module, _ = make_loss(model.actor, config, target)
+    loss_module.target_value_network_params.apply_(lambda p: p.add_(0.01 * torch.randn_like(p)))
+    done = torch.rand(*shape, 1) < 0.3
+    terminated = done & (torch.rand(*shape, 1) < 0.5)
+    batch = TensorDict(
+        {
+            "pixels": torch.randn(*shape, 4, 64, 64),
+            "action": torch.nn.functional.one_hot(torch.randint(2, shape), 2),
+            "next": {
+                "pixels": torch.randn(*shape, 4, 64, 64),
+                "reward": torch.full((*shape, 1), 0.1),
+                "done": done,
+                "terminated": terminated,
+            },
+        },
+        batch_size=shape,
+    )
+    q = (q_values(model.actor, model.params, batch["pixels"]) * batch["action"]).sum(
+        -1, keepdim=True
+    )
+    next_v = q_values(model.actor, loss_module.target_value_network_params, batch["next", "pixels"])
+    next_v = next_v.max(-1, keepdim=True).values
+    reward = batch["next", "reward"]
+    if target == "td0":
+        y = td0_target(reward, next_v, terminated, config.gamma)
+    else:
+        y = td_lambda_target(reward, next_v, done, terminated, config.gamma, config.lmbda)
+    expected = ((q - y.detach()) ** 2).mean()
+    torch.testing.assert_close(loss_module(batch)["loss"], expected)
+
+
+def test_dqn_loss_with_lambda_zero_is_td0(obs_norm):
+    config = config_for_mode("smoke").replace(lmbda=0.0)
+    env = make_env(obs_norm_state_dict=obs_norm)
+    model = make_model(env, config)
+    env.close()
+    flags = torch.zeros(2, 3, 1, dtype=torch.bool)
+    batch = TensorDict(
+        {
+            "pixels": torch.randn(2, 3, 4, 64, 64),
+            "action": torch.nn.functional.one_hot(torch.randint(2, (2, 3)), 2),
+            "next": {
+                "pixels": torch.randn(2, 3, 4, 64, 64),
+                "reward": torch.ones(2, 3, 1),
+                "done": flags,
+                "terminated": flags,
+            },
+        },
+        batch_size=[2, 3],
+    )
+    lam, _ = make_loss(model.actor, config, "td-lambda")
+    td0, _ = make_loss(model.actor, config, "td0")
+    torch.testing.assert_close(lam(batch.clone())["loss"], td0(batch.clone())["loss"])
