@@ -13,6 +13,7 @@ import matplotlib.pyplot as plt
 import torch
 from torchrl.collectors import Collector
 from torchrl.envs import ExplorationType, set_exploration_type
+from torchrl.modules import QValueActor
 from tqdm.auto import tqdm
 
 from helpers.checkpoints import (
@@ -48,6 +49,7 @@ class TrainResult:
     rows: list[dict]
     frames: int
     interrupted: bool
+    actor: QValueActor  # the trained greedy policy
 
     @property
     def log_path(self) -> Path:
@@ -262,7 +264,7 @@ def train(
             )
             if log.rows:
                 plt.close(plot_training(log.rows, f"{target} ({mode} mode)", out_dir / CURVES_FILE))
-    return TrainResult(out_dir, log.rows, frames, interrupted)
+    return TrainResult(out_dir, log.rows, frames, interrupted, model.actor)
 
 
 def _postfix(rows: list[dict]) -> dict:

@@ -1,29 +1,17 @@
 """Loading trained agents, evaluating them and filming them (uses a real smoke training run)."""
 
 import json
-import os
-import subprocess
-import sys
 
 import imageio.v2 as imageio
 import pytest
 import torch
+from clitools import cli
 from tensordict import TensorDict
 
 from helpers.checkpoints import CheckpointError, load_agent
+from helpers.config import config_for_mode
 from helpers.evaluation import play_episode
 from helpers.video import RAW_KEY, keep_raw_frames, write_video
-
-
-def cli(*args: str) -> subprocess.CompletedProcess:
-    env = {**os.environ, "SDL_VIDEODRIVER": "dummy"}
-    return subprocess.run(
-        [sys.executable, "-m", "helpers", *args],
-        capture_output=True,
-        text=True,
-        env=env,
-        timeout=300,
-    )
 
 
 @pytest.fixture(scope="module")
@@ -36,21 +24,30 @@ def checkpoint(tmp_path_factory):
     return out / "checkpoint.pt"
 
 
-def test_loaded_agent_reproduces_the_trained_greedy_actions(checkpoint):
-    agent = load_agent(checkpoint)
-    state = torch.load(checkpoint, weights_only=True)
-    pixels = torch.randn(16, 4, 64, 64)
-    actions = agent.policy(TensorDict({"pixels": pixels}, [16]))["action"]
-    # the same network rebuilt by hand from the saved parameters
-    from helpers.checkpoints import load_params_into
-    from helpers.models import make_actor
+def test_loaded_agent_reproduces_the_trained_greedy_actions(tmp_path, obs_norm):
+    from helpers.training import train
 
+    result = train(
+        "td0",
+        tmp_path / "run",
+        mode="smoke",
+        config=config_for_mode("smoke").replace(total_frames=96),
+        obs_norm_state_dict=obs_norm,
+        progress=False,
+        live_plot=False,
+    )
+    agent = load_agent(result.checkpoint_path)
+    pixels = torch.randn(64, 4, 64, 64)
+    trained = result.actor(TensorDict({"pixels": pixels}, [64]))
+    loaded = agent.policy(TensorDict({"pixels": pixels}, [64]))
+    torch.testing.assert_close(loaded["action_value"], trained["action_value"])
+    assert torch.equal(loaded["action"], trained["action"])
     env = agent.make_env()
-    actor = make_actor(env)
+    first = play_episode(result.actor, env, max_steps=50, seed=3)
+    second = play_episode(agent.policy, env, max_steps=50, seed=3)
     env.close()
-    load_params_into(actor, state["params"], "test")
-    assert torch.equal(actor(TensorDict({"pixels": pixels}, [16]))["action"], actions)
-    assert agent.info["target"] == "td-lambda" and agent.info["frames"] == 128
+    assert torch.equal(first["action"], second["action"])
+    assert agent.info["target"] == "td0" and agent.info["frames"] == 96
 
 
 def test_agent_env_uses_the_training_constants(checkpoint):

@@ -13,6 +13,7 @@ from pathlib import Path
 import psutil
 import pytest
 import torch
+from clitools import cli
 
 from helpers.logs import LOG_COLUMNS, read_log
 
@@ -27,18 +28,6 @@ def spawned_workers() -> set[int]:
         if "spawn_main" in cmdline or "forkserver" in cmdline:
             pids.add(p.info["pid"])
     return pids
-
-
-def cli(*args: str, **kwargs) -> subprocess.CompletedProcess:
-    env = {**os.environ, "SDL_VIDEODRIVER": "dummy"}
-    return subprocess.run(
-        [sys.executable, "-m", "helpers", *args],
-        capture_output=True,
-        text=True,
-        env=env,
-        timeout=300,
-        **kwargs,
-    )
 
 
 def temp_entries() -> set[str]:
@@ -166,19 +155,16 @@ def test_interrupt_keeps_log_and_checkpoint_and_stops_workers(tmp_path):
 @pytest.mark.parametrize(
     "args,message",
     [
-        (["--target", "td2"], "invalid choice"),
-        (["--target", "td0", "--frames", "16"], "smaller than one batch"),
+        (["--target", "td2", "--mode", "smoke"], "invalid choice"),
+        (["--target", "td0", "--mode", "smoke", "--frames", "16"], "smaller than one batch"),
         (["--target", "td0", "--mode", "fast"], "invalid choice"),
     ],
 )
 def test_bad_arguments(tmp_path, args, message):
-    result = (
-        cli("train", *args, "--mode", "smoke", "--out", str(tmp_path / "x"))
-        if "--mode" not in args
-        else cli("train", *args, "--out", str(tmp_path / "x"))
-    )
+    result = cli("train", *args, "--out", str(tmp_path / "x"))
     assert result.returncode == 2
     assert message in result.stderr
+    assert not (tmp_path / "x" / "log.csv").exists()
 
 
 def test_resume_without_a_checkpoint(tmp_path):
