@@ -1,4 +1,4 @@
-"""Command line: `python -m helpers train | evaluate | video`, with errors that say what to do."""
+"""Command line: `python -m helpers train | evaluate | video | bench`, with errors that say what to do."""
 
 from __future__ import annotations
 
@@ -61,6 +61,14 @@ def _video(args: argparse.Namespace) -> int:
     return 0
 
 
+def _bench(args: argparse.Namespace) -> int:
+    from helpers.bench import format_bench, run_bench
+
+    result = run_bench()
+    print(json.dumps(result, indent=1) if args.json else format_bench(result))
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m helpers", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -107,6 +115,10 @@ def build_parser() -> argparse.ArgumentParser:
         "--fps", type=int, default=30, help="frames per second of the video (default: 30)"
     )
     p.set_defaults(func=_video)
+
+    p = sub.add_parser("bench", help="measure env, replay, optimisation and training speed here")
+    p.add_argument("--json", action="store_true", help="print the measurements as JSON")
+    p.set_defaults(func=_bench)
     return parser
 
 
