@@ -19,7 +19,11 @@ def test_format_bench_names_the_machine():
         "replay": {"naive_bytes_per_frame": 131110, "course_bytes_per_frame": 131095},
         "optimisation_samples_per_s": 700.0,
         "training": {
-            "course": {"frames_per_s": 50.0, "peak_memory_mb": 3000.0, "fraction_of_optimisation_bound": 0.5},
+            "course": {
+                "frames_per_s": 50.0,
+                "peak_memory_mb": 3000.0,
+                "fraction_of_optimisation_bound": 0.5,
+            },
             "tutorial": {"frames_per_s": 40.0, "peak_memory_mb": 3100.0},
             "speedup": 1.25,
         },
