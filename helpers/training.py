@@ -5,6 +5,7 @@ from __future__ import annotations
 import functools
 import json
 import math
+import shutil
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -12,7 +13,7 @@ from pathlib import Path
 import matplotlib.pyplot as plt
 import torch
 from torchrl.collectors import Collector
-from torchrl.envs import ExplorationType, set_exploration_type
+from torchrl.envs import ExplorationType
 from torchrl.modules import QValueActor
 from tqdm.auto import tqdm
 
@@ -25,6 +26,7 @@ from helpers.checkpoints import (
 )
 from helpers.config import Config, config_for_mode, get_device, get_mode
 from helpers.envs import compute_norm_constants, make_env
+from helpers.evaluation import play_episode
 from helpers.logs import CsvLog
 from helpers.losses import check_target, make_loss
 from helpers.models import make_model
@@ -38,6 +40,7 @@ RUN_FILE, LOG_FILE, CHECKPOINT_FILE, CURVES_FILE = (
     "checkpoint.pt",
     "curves.png",
 )
+PREVIOUS_DIR = "previous"  # where overwrite=True moves the run it replaces
 EVAL_AVERAGE = 5  # the moving average covers this many evaluations
 
 
@@ -60,12 +63,6 @@ class TrainResult:
         return self.out_dir / CHECKPOINT_FILE
 
 
-def evaluate_episode(actor, env, max_steps: int) -> int:
-    """Steps the greedy policy keeps the pole up in one deterministic episode."""
-    with set_exploration_type(ExplorationType.DETERMINISTIC), torch.no_grad():
-        return env.rollout(max_steps, policy=actor).numel()
-
-
 def _prepare_out_dir(out_dir: Path, run: dict, resume: bool, overwrite: bool) -> dict | None:
     """Check `out_dir` against this run; return the checkpoint to resume from, if any."""
     run_file = out_dir / RUN_FILE
@@ -86,8 +83,14 @@ def _prepare_out_dir(out_dir: Path, run: dict, resume: bool, overwrite: bool) ->
             "to replace it, or choose another --out folder."
         )
     out_dir.mkdir(parents=True, exist_ok=True)
-    for name in (LOG_FILE, CHECKPOINT_FILE, CURVES_FILE):
-        (out_dir / name).unlink(missing_ok=True)
+    if run_file.exists():  # overwrite: keep the run being replaced, one level deep
+        previous = out_dir / PREVIOUS_DIR
+        shutil.rmtree(previous, ignore_errors=True)
+        previous.mkdir()
+        for name in (RUN_FILE, LOG_FILE, CHECKPOINT_FILE, CURVES_FILE):
+            if (out_dir / name).exists():
+                (out_dir / name).rename(previous / name)
+        print(f"The run that was in {out_dir} is now in {previous}.")
     run_file.write_text(json.dumps(run, indent=1))
     return None
 
@@ -221,7 +224,7 @@ def train(
                 collector.update_policy_weights_()
                 row["epsilon"] = float(model.egreedy.eps)
                 if batch % config.eval_every == 0 or frames >= config.total_frames:
-                    evals.append(evaluate_episode(model.actor, eval_env, config.eval_max_steps))
+                    evals.append(play_episode(model.actor, eval_env, config.eval_max_steps).numel())
                     row["eval_episode_length"] = evals[-1]
                     row["eval_moving_average"] = sum(evals[-EVAL_AVERAGE:]) / len(
                         evals[-EVAL_AVERAGE:]

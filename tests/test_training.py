@@ -192,3 +192,28 @@ def test_help_explains_each_option():
     result = cli("train", "--help")
     for option in ("--target", "--mode", "--frames", "--seed", "--out", "--resume", "--overwrite"):
         assert option in result.stdout
+
+
+def test_overwrite_keeps_the_replaced_run_in_previous(td0_run, tmp_path):
+    out, _, _, _ = td0_run
+    copy = tmp_path / "run"
+    copy.mkdir()
+    for p in out.iterdir():
+        (copy / p.name).write_bytes(p.read_bytes())
+    old_log = (copy / "log.csv").read_text()
+    result = cli(
+        "train",
+        "--target",
+        "td0",
+        "--mode",
+        "smoke",
+        "--frames",
+        "64",
+        "--out",
+        str(copy),
+        "--overwrite",
+    )
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert (copy / "previous" / "log.csv").read_text() == old_log
+    assert (copy / "previous" / "checkpoint.pt").exists()
+    assert read_log(copy / "log.csv")[-1]["frames"] == 64
