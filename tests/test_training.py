@@ -3,6 +3,7 @@
 import json
 import math
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -88,11 +89,7 @@ def test_nothing_left_behind(td0_run):
 
 
 def test_resume_continues_the_run(td0_run, tmp_path):
-    out, _, _, _ = td0_run
-    copy = tmp_path / "run"
-    copy.mkdir()
-    for p in out.iterdir():
-        (copy / p.name).write_bytes(p.read_bytes())
+    copy = shutil.copytree(td0_run[0], tmp_path / "run")
     result = cli(
         "train",
         "--target",
@@ -195,11 +192,7 @@ def test_help_explains_each_option():
 
 
 def test_overwrite_keeps_the_replaced_run_in_previous(td0_run, tmp_path):
-    out, _, _, _ = td0_run
-    copy = tmp_path / "run"
-    copy.mkdir()
-    for p in out.iterdir():
-        (copy / p.name).write_bytes(p.read_bytes())
+    copy = shutil.copytree(td0_run[0], tmp_path / "run")
     old_log = (copy / "log.csv").read_text()
     result = cli(
         "train",
