@@ -13,6 +13,7 @@ from torchrl.envs import (
     GrayScale,
     ObservationNorm,
     ParallelEnv,
+    PermuteTransform,
     Resize,
     RewardScaling,
     StepCounter,
@@ -43,7 +44,12 @@ def make_base_env(device: str | torch.device | None = None) -> GymEnv:
 
 
 def make_transforms(obs_norm_state_dict: dict | None = None) -> Compose:
-    """The tutorial's transform stack, ending with the normalization (lazy when no constants)."""
+    """The observation pipeline, ending with the normalization (lazy when no constants).
+
+    The tutorial's order was ToTensorImage, RewardScaling, GrayScale, Resize, CatFrames,
+    ObservationNorm. Here grayscale and resize run on uint8 first: the same observation up to
+    rounding to 1/255 (notebook 01 measures the difference), for much less work per step.
+    """
     if obs_norm_state_dict is None:
         norm = ObservationNorm(in_keys=["pixels"], standard_normal=True)
     else:
@@ -55,10 +61,13 @@ def make_transforms(obs_norm_state_dict: dict | None = None) -> Compose:
         )
     return Compose(
         StepCounter(),  # counts the steps of each episode, for the training logs
-        ToTensorImage(),  # uint8 [H, W, C] -> float [C, H, W] in [0, 1]
+        # Shrink the frame while it is still uint8, then convert the small result to float:
+        # the float conversion of the full 400x600x3 frame is the costliest step otherwise.
+        PermuteTransform((-1, -3, -2), in_keys=["pixels"]),  # uint8 [H, W, C] -> [C, H, W]
+        GrayScale(),  # [3, 400, 600] -> [1, 400, 600], still uint8
+        Resize(FRAME_SIZE, FRAME_SIZE),  # -> [1, 64, 64], still uint8
+        ToTensorImage(shape_tolerant=True),  # -> float in [0, 1] (already [C, H, W]: no permute)
         RewardScaling(loc=0.0, scale=0.1),  # reward 1 -> 0.1 per step
-        GrayScale(),  # [3, H, W] -> [1, H, W]
-        Resize(FRAME_SIZE, FRAME_SIZE),  # [1, 400, 600] -> [1, 64, 64]
         CatFrames(FRAME_STACK, in_keys=["pixels"], dim=-3),  # -> [4, 64, 64]
         norm,
     )
