@@ -7,7 +7,6 @@ steps' samples/s, and each training run's peak memory (the whole process tree).
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import platform
 import statistics
@@ -122,11 +121,11 @@ def training_rate(config: Config, target: str, name: str) -> dict:
         code = (
             "import sys, json; from helpers.config import Config; from helpers.training import train\n"
             "if __name__ == '__main__':\n"
-            "    c = Config(**{**json.loads(sys.argv[1]), 'betas': tuple(json.loads(sys.argv[1])['betas'])})\n"
+            "    c = Config.from_dict(json.loads(sys.argv[1]))\n"
             f"    train({target!r}, sys.argv[2], mode='smoke', config=c, progress=False, live_plot=False)\n"
         )
         proc = subprocess.Popen(
-            [sys.executable, "-c", code, json.dumps(dataclasses.asdict(config)), str(out)]
+            [sys.executable, "-c", code, json.dumps(config.to_dict()), str(out)]
         )
         peak = _peak_memory(proc)
         if proc.returncode:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import dataclasses
 import os
 import pickle
 import zipfile
@@ -104,7 +103,7 @@ def load_agent(path: str | Path, device: str | torch.device = "cpu") -> Agent:
     """Load the trained policy of a checkpoint written by `helpers.training.train`."""
     state = load_checkpoint(path)
     try:
-        config = Config(**{**state["config"], "betas": tuple(state["config"]["betas"])})
+        config = Config.from_dict(state["config"])
         obs_norm = state["obs_norm"]
         params = state["params"]
     except (KeyError, TypeError) as err:
@@ -118,8 +117,3 @@ def load_agent(path: str | Path, device: str | torch.device = "cpu") -> Agent:
     actor.eval()
     info = {k: state.get(k) for k in ("target", "mode", "seed", "frames", "interrupted")}
     return Agent(actor, obs_norm, config, info)
-
-
-def config_to_dict(config: Config) -> dict:
-    """The config as plain types, for checkpoints and run.json files."""
-    return dataclasses.asdict(config)

@@ -59,6 +59,15 @@ class Config:
         """Return a copy with some fields changed (unknown names raise TypeError)."""
         return dataclasses.replace(self, **changes)
 
+    def to_dict(self) -> dict:
+        """The settings as plain types, for checkpoints, run.json and subprocesses."""
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, values: dict) -> Config:
+        """The inverse of `to_dict` (JSON and checkpoints turn the betas tuple into a list)."""
+        return cls(**{**values, "betas": tuple(values["betas"])})
+
 
 _MODE_SETTINGS: dict[str, dict[str, object]] = {
     # Every notebook in well under a minute on a 2-core CPU: checks that the code runs.

@@ -18,7 +18,6 @@ from torchrl.modules import QValueActor
 from tqdm.auto import tqdm
 
 from helpers.checkpoints import (
-    config_to_dict,
     flat_params,
     load_checkpoint,
     load_params_into,
@@ -137,7 +136,7 @@ def train(
             f"({config.frames_per_batch} frames): ask for at least {config.frames_per_batch}."
         )
     out_dir = Path(out_dir)
-    run = {"target": target, "mode": mode, "seed": seed, "config": config_to_dict(config)}
+    run = {"target": target, "mode": mode, "seed": seed, "config": config.to_dict()}
     state = _prepare_out_dir(out_dir, json.loads(json.dumps(run)), resume, overwrite)
     device = get_device(device)
     torch.manual_seed(seed)
@@ -258,7 +257,7 @@ def train(
                 batches=batch,
                 trajectories=trajectories,
                 interrupted=interrupted,
-                config=config_to_dict(config),
+                config=config.to_dict(),
                 params=flat_params(loss_module.value_network_params),
                 target_params=flat_params(loss_module.target_value_network_params),
                 optimizer=optim.state_dict(),

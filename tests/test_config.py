@@ -63,3 +63,10 @@ def test_banner_names_mode_versions_and_settings():
     text = setup_banner("smoke")
     for needle in ("mode: smoke", "torchrl 0.14.1", "device:", "total_frames", "512"):
         assert needle in text
+
+
+def test_config_round_trips_through_json():
+    import json
+
+    config = config_for_mode("full")
+    assert Config.from_dict(json.loads(json.dumps(config.to_dict()))) == config
