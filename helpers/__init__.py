@@ -1,3 +1,10 @@
 """Shared code for the pixel-DQN course: the notebooks import their building blocks from here."""
 
+import os
+
+# OpenMP threads that finish a parallel region spin for a while before sleeping. On a small
+# machine they take the cores the environment workers need: make them sleep at once. (Read
+# when torch loads, so this must run before `import torch`; importing helpers first does.)
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+
 __version__ = "0.1.0"

@@ -20,16 +20,15 @@ import psutil
 import torch
 from tensordict import TensorDict
 
-from helpers.config import Config, config_for_mode
+from helpers.config import SYSTEM_FIELDS, TUTORIAL, Config, config_for_mode
 from helpers.envs import compute_norm_constants, make_base_env, make_env
 from helpers.logs import read_log
 from helpers.losses import make_loss
 from helpers.models import make_model
-from helpers.replay import STORED_KEYS
+from helpers.replay import FrameReplay, scratch_dir
 
-# The tutorial's own short-run settings (Config's defaults), trained for BENCH_FRAMES frames.
-TUTORIAL = Config()
-BENCH_FRAMES = 1_024
+BENCH_FRAMES = 1_024  # frames of each benchmark training run
+FULL_BUFFER = config_for_mode("full").buffer_size
 
 
 def steps_per_second(env, steps: int, repeats: int) -> float:
@@ -44,40 +43,64 @@ def steps_per_second(env, steps: int, repeats: int) -> float:
 
 
 def env_rates(obs_norm: dict, steps: int = 300, repeats: int = 3) -> dict:
-    """Raw pixel env vs the course's transformed env, one process, random actions."""
-    raw, transformed = make_base_env(), make_env(obs_norm_state_dict=obs_norm)
+    """Raw pixel env vs the transformed env, course and tutorial order; random actions, one
+    torch thread, as in a collector's process (torchrl gives each one thread)."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    envs = {
+        "raw": make_base_env(),
+        "course": make_env(obs_norm_state_dict=obs_norm),
+        "tutorial": make_env(obs_norm_state_dict=obs_norm, pipeline="tutorial"),
+    }
     try:
-        raw_rate = steps_per_second(raw, steps, repeats)
-        env_rate = steps_per_second(transformed, steps, repeats)
+        rates = {name: steps_per_second(env, steps, repeats) for name, env in envs.items()}
     finally:
-        raw.close()
-        transformed.close()
+        for env in envs.values():
+            env.close()
+        torch.set_num_threads(threads)
     return {
-        "raw_steps_per_s": raw_rate,
-        "transformed_steps_per_s": env_rate,
-        "ratio": env_rate / raw_rate,
+        "raw_steps_per_s": rates["raw"],
+        "transformed_steps_per_s": rates["course"],
+        "ratio": rates["course"] / rates["raw"],
+        "tutorial_order_steps_per_s": rates["tutorial"],
+        "tutorial_order_ratio": rates["tutorial"] / rates["raw"],
     }
 
 
-def bytes_per_frame(obs_norm: dict) -> dict:
-    """Replay storage per stored frame: everything the tutorial stored vs the course's keys."""
-    env = make_env(obs_norm_state_dict=obs_norm)
+def bytes_per_frame(obs_norm: dict, capacity: int = 1_000, steps: int = 1_500) -> dict:
+    """Replay storage per stored step: the tutorial's (every key of a collected step, float32
+    stacks) against the course's compact memory, filled by random play until it wraps."""
+    env = make_env(obs_norm_state_dict=obs_norm, pipeline="tutorial", seed=0)
     model = make_model(env, config_for_mode("smoke"))
     batch = env.rollout(8, model.policy_explore, break_when_any_done=False)
     env.close()
-
-    def size(td: TensorDict) -> int:
-        return sum(v.element_size() * v[0].numel() for v in td.values(True, True))
-
-    naive = size(batch.exclude("step_count", ("next", "step_count")))
+    naive = sum(v[0].numel() * v.element_size() for v in batch.values(True, True))
+    naive -= 2 * batch["step_count"][0].numel() * 8  # the tutorial had no step counter
+    env = make_env(obs_norm_state_dict=obs_norm, seed=0)
+    with tempfile.TemporaryDirectory(prefix="dqn-bench-") as tmp, scratch_dir(tmp) as scratch:
+        replay = FrameReplay(capacity, 32, obs_norm, scratch)
+        rollout = env.rollout(steps, break_when_any_done=False)
+        done = rollout["next", "done"].squeeze(-1).long()
+        rollout["collector", "traj_ids"] = (
+            torch.cumsum(done, 0) - done
+        )  # as a collector numbers them
+        for row in rollout.split(100):  # batches of 100 steps, episodes crossing them
+            replay.extend(row)
+        per_slot, per_step = replay.nbytes() / capacity, replay.bytes_per_step()
+        episode = replay.steps_written / (replay.written - replay.steps_written)
+    env.close()
     return {
         "naive_bytes_per_frame": naive,
-        "course_bytes_per_frame": size(batch.select(*STORED_KEYS)),
+        "compact_bytes_per_slot": per_slot,
+        "compact_bytes_per_frame": per_step,
+        "random_episode_length": episode,
+        "full_buffer_compact_mb": FULL_BUFFER * per_slot / 1e6,
+        "full_buffer_naive_mb": FULL_BUFFER * naive / 1e6,
     }
 
 
-def optimisation_rate(obs_norm: dict, config: Config, steps: int = 30) -> float:
-    """Samples/s of gradient steps alone (loss, backward, clip, Adam, target update)."""
+def optimisation_rate(obs_norm: dict, config: Config, steps: int = 10) -> float:
+    """Median samples/s of gradient steps alone (loss, backward, clip, Adam, target update)."""
     env = make_env(obs_norm_state_dict=obs_norm)
     model = make_model(env, config)
     env.close()
@@ -108,10 +131,13 @@ def optimisation_rate(obs_norm: dict, config: Config, steps: int = 30) -> float:
 
     for _ in range(3):
         step()
-    start = time.perf_counter()
-    for _ in range(steps):
-        step()
-    return steps * n / (time.perf_counter() - start)
+    rates = []
+    for _ in range(3):
+        start = time.perf_counter()
+        for _ in range(steps):
+            step()
+        rates.append(steps * n / (time.perf_counter() - start))
+    return statistics.median(rates)
 
 
 def training_rate(config: Config, target: str, name: str) -> dict:
@@ -154,20 +180,21 @@ def _peak_memory(proc: subprocess.Popen) -> int:
     return peak
 
 
-def run_bench() -> dict:
-    """All measurements, with the machine they ran on."""
+def run_bench(repeats: int = 1) -> dict:
+    """All measurements, with the machine they ran on; training runs repeated `repeats` times
+    (medians reported)."""
     obs_norm = compute_norm_constants(200)
-    # Same hyperparameters for both runs (the tutorial's): only the pipelines may differ.
-    course = TUTORIAL.replace(total_frames=BENCH_FRAMES, buffer_size=BENCH_FRAMES)
+    # The same hyperparameters (the tutorial's) for both runs: only the pipelines differ.
     tutorial = TUTORIAL.replace(total_frames=BENCH_FRAMES, buffer_size=BENCH_FRAMES)
+    course = tutorial.replace(**{k: getattr(Config(), k) for k in SYSTEM_FIELDS})
     result = {
         "machine": f"{platform.machine()}, {psutil.cpu_count()} CPUs, {psutil.virtual_memory().total / 2**30:.0f} GiB, torch {torch.__version__}",
         "env": env_rates(obs_norm),
         "replay": bytes_per_frame(obs_norm),
         "optimisation_samples_per_s": optimisation_rate(obs_norm, course),
         "training": {
-            "course": training_rate(course, "td0", "course"),
-            "tutorial": training_rate(tutorial, "td0", "tutorial"),
+            name: _median_run(config, name, repeats)
+            for name, config in (("course", course), ("tutorial", tutorial))
         },
     }
     training = result["training"]
@@ -181,27 +208,53 @@ def run_bench() -> dict:
     return result
 
 
+def _median_run(config: Config, name: str, repeats: int) -> dict:
+    """The run with the median frames/s of `repeats` training runs."""
+    runs = sorted((training_rate(config, "td0", name) for _ in range(repeats)), key=_rate)
+    return {**runs[len(runs) // 2], "runs_frames_per_s": [_rate(r) for r in runs]}
+
+
+def _rate(run: dict) -> float:
+    return run["frames_per_s"]
+
+
 def format_bench(result: dict) -> str:
     """The measurements as a Markdown table."""
     env, replay, training = result["env"], result["replay"], result["training"]
+    course, tutorial = training["course"], training["tutorial"]
     rows = [
         ("raw env steps/s (1 process)", f"{env['raw_steps_per_s']:.0f}"),
         (
-            "transformed env steps/s",
+            "transformed env steps/s, course order",
             f"{env['transformed_steps_per_s']:.0f} ({env['ratio']:.0%} of raw)",
         ),
-        ("replay bytes/frame, tutorial (all keys)", f"{replay['naive_bytes_per_frame']:,}"),
-        ("replay bytes/frame, course", f"{replay['course_bytes_per_frame']:,}"),
+        (
+            "transformed env steps/s, tutorial order",
+            f"{env['tutorial_order_steps_per_s']:.0f} ({env['tutorial_order_ratio']:.0%} of raw)",
+        ),
+        (
+            "replay bytes/step, tutorial (every key, float32)",
+            f"{replay['naive_bytes_per_frame']:,}",
+        ),
+        (
+            "replay bytes/step, course (compact)",
+            f"{replay['compact_bytes_per_frame']:,.0f} (random play, {replay['random_episode_length']:.1f}-step episodes; "
+            f"{replay['compact_bytes_per_slot']:,.0f} per stored frame)",
+        ),
+        (
+            "full mode's 100,000-frame buffer, course / tutorial",
+            f"{replay['full_buffer_compact_mb']:,.0f} MB / {replay['full_buffer_naive_mb']:,.0f} MB",
+        ),
         ("optimisation samples/s", f"{result['optimisation_samples_per_s']:.0f}"),
         (
             "training frames/s, course",
-            f"{training['course']['frames_per_s']:.1f} ({training['course']['fraction_of_optimisation_bound']:.0%} of the optimisation bound)",
+            f"{course['frames_per_s']:.1f} ({course['fraction_of_optimisation_bound']:.0%} of the optimisation bound)",
         ),
-        ("training frames/s, tutorial-faithful", f"{training['tutorial']['frames_per_s']:.1f}"),
+        ("training frames/s, tutorial-faithful", f"{tutorial['frames_per_s']:.1f}"),
         ("speed-up, course / tutorial", f"{training['speedup']:.2f}x"),
         (
             "peak memory, course / tutorial",
-            f"{training['course']['peak_memory_mb']:.0f} MB / {training['tutorial']['peak_memory_mb']:.0f} MB",
+            f"{course['peak_memory_mb']:.0f} MB / {tutorial['peak_memory_mb']:.0f} MB",
         ),
     ]
     lines = [f"Machine: {result['machine']}", "", "| measure | value |", "|---|---|"]

@@ -96,6 +96,7 @@ class Agent:
 
     def make_env(self, seed: int | None = None, **kwargs: object) -> TransformedEnv:
         """The evaluation environment, normalized with the constants the agent was trained with."""
+        kwargs.setdefault("pipeline", self.config.pipeline)
         return make_env(obs_norm_state_dict=self.obs_norm, seed=seed, **kwargs)
 
 

@@ -64,7 +64,7 @@ def _video(args: argparse.Namespace) -> int:
 def _bench(args: argparse.Namespace) -> int:
     from helpers.bench import format_bench, run_bench
 
-    result = run_bench()
+    result = run_bench(repeats=args.repeats)
     print(json.dumps(result, indent=1) if args.json else format_bench(result))
     return 0
 
@@ -118,6 +118,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("bench", help="measure env, replay, optimisation and training speed here")
     p.add_argument("--json", action="store_true", help="print the measurements as JSON")
+    p.add_argument(
+        "--repeats", type=int, default=3, help="training runs per configuration (median; default 3)"
+    )
     p.set_defaults(func=_bench)
     return parser
 

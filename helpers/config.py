@@ -12,6 +12,7 @@ from pathlib import Path
 import torch
 
 MODES = ("smoke", "workshop", "full")
+PRESETS = ("course", "tutorial")
 DEFAULT_MODE = "workshop"
 MODE_VARIABLE = "DQN_COURSE_MODE"
 OUTPUT_VARIABLE = "DQN_COURSE_OUTPUT_DIR"
@@ -42,8 +43,15 @@ class Config:
     frames_per_batch: int = 32  # frames in each batch the collector yields
     batch_size: int = 32  # transitions sampled from the replay buffer per gradient step
     buffer_size: int = 5_000  # replay buffer capacity, in frames
-    num_workers: int = 2  # environments stepped in parallel by each collector
-    num_collectors: int = 2  # collectors running asynchronously, each in its own process
+    chunk_length: int = 16  # consecutive steps per stored chunk for TD(lambda) (notebook 05)
+
+    # How the work is laid out on the machine (the same learning either way; see the README)
+    num_workers: int = 2  # environments each collector steps
+    num_collectors: int = 1  # collectors running asynchronously, each in its own process
+    parallel_envs: bool = False  # a collector's envs in worker processes (ParallelEnv), or in turn
+    # "course": uint8 transforms and the compact frame replay; "tutorial": the tutorial's
+    # transform order and float32 stacks of every key in the replay (notebook 04 compares them)
+    pipeline: str = "course"  # "course" or "tutorial" (above)
 
     # Exploration and initialisation
     eps_init: float = 0.1  # epsilon-greedy: probability of a random action at the start
@@ -69,6 +77,11 @@ class Config:
         return cls(**{**values, "betas": tuple(values["betas"])})
 
 
+# The tutorial's pipeline and process layout (its hyperparameters are Config's defaults), kept
+# to compare against: `python -m helpers bench` and notebook 04.
+TUTORIAL_SYSTEM = dict(pipeline="tutorial", num_collectors=2, num_workers=2, parallel_envs=True)
+SYSTEM_FIELDS = tuple(TUTORIAL_SYSTEM)  # how the work runs, not what is learned
+
 _MODE_SETTINGS: dict[str, dict[str, object]] = {
     # Every notebook in well under a minute on a 2-core CPU: checks that the code runs.
     "smoke": dict(
@@ -77,8 +90,6 @@ _MODE_SETTINGS: dict[str, dict[str, object]] = {
         frames_per_batch=32,
         batch_size=32,
         buffer_size=512,
-        num_workers=2,
-        num_collectors=2,
         n_optim=4,
         eval_every=4,
         eval_max_steps=100,
@@ -98,11 +109,12 @@ _MODE_SETTINGS: dict[str, dict[str, object]] = {
         frames_per_batch=128,
         batch_size=256,
         buffer_size=100_000,
-        num_workers=8,
-        num_collectors=4,
         eval_every=10,
     ),
 }
+
+
+TUTORIAL = Config().replace(**TUTORIAL_SYSTEM)
 
 
 def get_mode(mode: str | None = None) -> str:
@@ -117,9 +129,20 @@ def get_mode(mode: str | None = None) -> str:
     return mode
 
 
-def config_for_mode(mode: str | None = None) -> Config:
-    """The hyperparameters of a course mode (see `get_mode`)."""
-    return Config().replace(**_MODE_SETTINGS[get_mode(mode)])
+def config_for_mode(mode: str | None = None, preset: str = "course") -> Config:
+    """The hyperparameters of a course mode (see `get_mode`).
+
+    preset "tutorial" keeps the tutorial's pipeline and process layout (4 collectors of 8
+    workers in full mode), for comparisons; "course" is the course's own.
+    """
+    mode = get_mode(mode)
+    config = Config().replace(**_MODE_SETTINGS[mode])
+    if preset == "tutorial":
+        layout = dict(num_collectors=4, num_workers=8) if mode == "full" else {}
+        return config.replace(**{**TUTORIAL_SYSTEM, **layout})
+    if preset != "course":
+        raise ValueError(f"Unknown preset {preset!r}: choose one of {', '.join(PRESETS)}.")
+    return config
 
 
 def get_device(preferred: str | torch.device | None = None) -> torch.device:

@@ -12,7 +12,7 @@ LOG_COLUMNS = (
     "trajectories",  # training episodes finished so far
     "epsilon",  # exploration rate used for the next batch
     "loss",  # mean squared TD error of the batch's last gradient step
-    "value",  # mean Q-value of the action taken, on that step's sample
+    "value",  # mean greedy Q-value of the states collected in this batch
     "grad_norm",  # gradient norm before clipping
     "train_episode_length",  # mean length of the training episodes that ended in this batch
     "eval_episode_length",  # steps the greedy policy lasted (empty between evaluations)

@@ -96,6 +96,10 @@ def make_model(env: EnvBase, config: Config, device: str | torch.device = "cpu")
             f"make_model needs a torchrl environment (make_env()), got {type(env).__name__}."
         )
     actor = make_actor(env, config.init_bias, device)
+    if config.pipeline == "course" and torch.device(device).type == "cpu":
+        # Convolutions run about 10% faster on a CPU with channels-last weights (measured
+        # here; not measured on a GPU, so left alone there). The values are the same.
+        nn.Module.to(actor, memory_format=torch.channels_last)  # (TensorDictModule.to lacks it)
     policy_explore = TensorDictSequential(actor, make_egreedy(env, config, device))
     params = TensorDict.from_module(actor)
     target_params = params.detach().clone()

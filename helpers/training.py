@@ -30,7 +30,7 @@ from helpers.logs import CsvLog
 from helpers.losses import check_target, make_loss
 from helpers.models import make_model
 from helpers.plots import LiveCurve, in_notebook, plot_training
-from helpers.replay import make_replay_buffer, prepare_batch, scratch_dir
+from helpers.replay import make_replay_buffer, scratch_dir
 from helpers.workers import StopOnInterrupt, stop_workers, worker_processes
 
 RUN_FILE, LOG_FILE, CHECKPOINT_FILE, CURVES_FILE = (
@@ -145,7 +145,12 @@ def train(
     elif obs_norm_state_dict is None:
         obs_norm_state_dict = compute_norm_constants(config.norm_init_iter, seed=seed)
 
-    eval_env = make_env(obs_norm_state_dict=obs_norm_state_dict, device=device, seed=seed + 10_000)
+    eval_env = make_env(
+        obs_norm_state_dict=obs_norm_state_dict,
+        device=device,
+        seed=seed + 10_000,
+        pipeline=config.pipeline,
+    )
     model = make_model(eval_env, config, device)
     loss_module, target_updater = make_loss(model.actor, config, target)
     optim = torch.optim.Adam(loss_module.parameters(), lr=config.lr, betas=config.betas)
@@ -172,14 +177,15 @@ def train(
     collector = None
     bar = tqdm(total=config.total_frames, initial=frames, unit="frame", disable=not progress)
     with scratch_dir(out_dir) as scratch, StopOnInterrupt() as stop:
-        replay = make_replay_buffer(config, target, scratch)
+        replay = make_replay_buffer(config, target, scratch, obs_norm_state_dict)
         try:
             collector = Collector(
                 functools.partial(
                     make_env,
-                    parallel=True,
+                    parallel=config.parallel_envs,
                     obs_norm_state_dict=obs_norm_state_dict,
                     num_workers=config.num_workers,
+                    pipeline=config.pipeline,
                 ),
                 model.policy_explore,
                 num_collectors=config.num_collectors,
@@ -189,6 +195,10 @@ def train(
                 exploration_type=ExplorationType.RANDOM,
                 device=device,
                 storing_device="cpu",
+                # By default the collector leaves this process one thread per core it does not
+                # give a worker: a single thread on 2 cores. The course keeps every core for the
+                # gradient steps and lets the OS share them with the workers.
+                num_threads=torch.get_num_threads() if config.pipeline == "course" else None,
             )
             collector.set_seed(seed)
             for data in collector:
@@ -196,14 +206,17 @@ def train(
                 frames += new_frames
                 finished = data["next", "done"].squeeze(-1)
                 trajectories += int(finished.sum())
-                replay.extend(prepare_batch(data, target))
+                replay.extend(data)
                 row = {"batch": batch, "frames": frames, "trajectories": trajectories}
+                # The greedy Q-value of the states just collected, computed by the collecting
+                # policy: free, where a forward pass on a replay sample would cost one.
+                row["value"] = float(data["chosen_action_value"].mean())
                 if finished.any() and ("next", "step_count") in data.keys(True):
                     row["train_episode_length"] = float(
                         data["next", "step_count"][finished].float().mean()
                     )
                 stored += new_frames
-                if stored >= config.init_random_frames:
+                if stored >= config.init_random_frames and len(replay):
                     for _ in range(config.n_optim):
                         sample = replay.sample().to(device, non_blocking=True)
                         loss = loss_module(sample)["loss"]
@@ -215,10 +228,6 @@ def train(
                         optim.zero_grad(set_to_none=True)
                         target_updater.step()
                     row.update(loss=loss.item(), grad_norm=grad_norm.item())
-                    with torch.no_grad():  # the greedy Q-value on the last sample, for the logs
-                        row["value"] = float(
-                            model.actor(sample.select("pixels"))["chosen_action_value"].mean()
-                        )
                 model.egreedy.step(new_frames)
                 collector.update_policy_weights_()
                 row["epsilon"] = float(model.egreedy.eps)

@@ -3,20 +3,41 @@
 from helpers.bench import bytes_per_frame, format_bench
 
 
-def test_course_replay_bytes_per_frame_by_hand(obs_norm):
+def test_replay_bytes_per_step_by_hand(obs_norm):
     sizes = bytes_per_frame(obs_norm)
     pixels = 4 * 64 * 64 * 4  # a float32 stack of 4 frames of 64x64
-    # pixels and next pixels, a one-hot int64 action, a float reward, three bool flags
-    assert sizes["course_bytes_per_frame"] == 2 * pixels + 2 * 8 + 4 + 3
-    # the tutorial also kept the Q-values the policy computed while collecting
-    assert sizes["naive_bytes_per_frame"] == sizes["course_bytes_per_frame"] + 2 * 4 + 4 + 3
+    # pixels and next pixels, a one-hot int64 action, the float Q-values and the chosen one,
+    # a float reward, three bool flags at the root and three under "next"
+    assert sizes["naive_bytes_per_frame"] == 2 * pixels + 2 * 8 + 2 * 4 + 4 + 4 + 6
+    # one uint8 frame, int32 links to the previous and next frame, a uint8 action index,
+    # a float reward and two bool flags per stored frame
+    slot = 64 * 64 + 4 + 4 + 1 + 4 + 1 + 1
+    assert sizes["compact_bytes_per_slot"] == slot
+    # an episode of L steps takes L + 1 frames: its frames and the final next frame
+    length = sizes["random_episode_length"]
+    assert 8 < length < 60  # a random policy lasts about 22 steps
+    assert abs(sizes["compact_bytes_per_frame"] - slot * (length + 1) / length) < 1
+    assert sizes["full_buffer_compact_mb"] == 100_000 * slot / 1e6
 
 
 def test_format_bench_names_the_machine():
     result = {
         "machine": "test machine",
-        "env": {"raw_steps_per_s": 500.0, "transformed_steps_per_s": 400.0, "ratio": 0.8},
-        "replay": {"naive_bytes_per_frame": 131110, "course_bytes_per_frame": 131095},
+        "env": {
+            "raw_steps_per_s": 500.0,
+            "transformed_steps_per_s": 400.0,
+            "ratio": 0.8,
+            "tutorial_order_steps_per_s": 300.0,
+            "tutorial_order_ratio": 0.6,
+        },
+        "replay": {
+            "naive_bytes_per_frame": 131110,
+            "compact_bytes_per_slot": 4111,
+            "compact_bytes_per_frame": 4290.5,
+            "random_episode_length": 22.9,
+            "full_buffer_compact_mb": 411.1,
+            "full_buffer_naive_mb": 13111.0,
+        },
         "optimisation_samples_per_s": 700.0,
         "training": {
             "course": {
@@ -29,4 +50,5 @@ def test_format_bench_names_the_machine():
         },
     }
     text = format_bench(result)
-    assert "test machine" in text and "1.25x" in text and "80% of raw" in text and "131,110" in text
+    assert "test machine" in text and "1.25x" in text and "80% of raw" in text
+    assert "131,110" in text and "4,290" in text and "411 MB / 13,111 MB" in text

@@ -7,7 +7,15 @@ import sys
 import pytest
 import torch
 
-from helpers.config import MODES, Config, config_for_mode, get_device, get_mode, setup_banner
+from helpers.config import (
+    MODES,
+    SYSTEM_FIELDS,
+    Config,
+    config_for_mode,
+    get_device,
+    get_mode,
+    setup_banner,
+)
 
 
 def test_default_mode_is_workshop():
@@ -32,8 +40,19 @@ def test_unknown_mode_lists_the_valid_ones(monkeypatch):
 def test_full_mode_has_the_tutorials_proper_values():
     full = config_for_mode("full")
     assert (full.total_frames, full.frames_per_batch, full.batch_size) == (500_000, 128, 256)
-    assert (full.num_workers, full.num_collectors, full.buffer_size) == (8, 4, 100_000)
-    assert full.init_random_frames == 1_000
+    assert (full.buffer_size, full.init_random_frames) == (100_000, 1_000)
+    tutorial = config_for_mode("full", preset="tutorial")
+    assert (tutorial.num_workers, tutorial.num_collectors, tutorial.pipeline) == (8, 4, "tutorial")
+    assert tutorial.replace(**{k: getattr(full, k) for k in SYSTEM_FIELDS}) == full
+
+
+def test_the_tutorial_preset_changes_only_the_pipeline_and_layout():
+    for mode in MODES:
+        course, tutorial = config_for_mode(mode), config_for_mode(mode, preset="tutorial")
+        changed = {k for k, v in course.to_dict().items() if tutorial.to_dict()[k] != v}
+        assert changed <= set(SYSTEM_FIELDS) and "pipeline" in changed
+    with pytest.raises(ValueError, match="course, tutorial"):
+        config_for_mode("smoke", preset="fast")
 
 
 def test_modes_grow_from_smoke_to_full():

@@ -2,13 +2,19 @@
 
 import pytest
 import torch
+from torchrl.envs import TransformedEnv
 from torchrl.envs.utils import check_env_specs
 
 from helpers.envs import (
+    CROP_HEIGHT,
+    CROP_TOP,
     FRAME_STACK,
+    FRAMES_KEY,
     course_norm_constants,
     load_norm_constants,
+    make_base_env,
     make_env,
+    make_transforms,
     save_norm_constants,
 )
 from helpers.workers import worker_processes
@@ -109,3 +115,56 @@ def test_parallel_env_batches_workers_and_leaves_no_process(obs_norm):
 
     assert stop_workers(keep=before, timeout=10) == [], "workers had to be killed"
     assert {p.pid for p in worker_processes()} - before == set()
+
+
+def test_serial_env_steps_its_workers_in_this_process_and_keeps_uint8_frames(obs_norm):
+    before = {p.pid for p in worker_processes()}
+    env = make_env(num_workers=2, obs_norm_state_dict=obs_norm, seed=0)
+    rollout = env.rollout(6, break_when_any_done=False)
+    assert {p.pid for p in worker_processes()} == before, "a SerialEnv starts no process"
+    env.close()
+    frames = rollout[FRAMES_KEY]
+    assert rollout.batch_size == (2, 6) and frames.dtype == torch.uint8
+    # the float observation is the uint8 stack scaled and normalized, bit for bit
+    expected = (frames.float().div(255) - obs_norm["loc"]) / obs_norm["scale"]
+    assert torch.equal(rollout["pixels"], expected)
+
+
+def test_the_crop_drops_only_rows_that_are_always_white():
+    env = make_base_env()
+    env.set_seed(0)
+    frames = torch.cat([env.rollout(500, break_when_any_done=False)["pixels"] for _ in range(2)])
+    env.close()
+    band = slice(CROP_TOP, CROP_TOP + CROP_HEIGHT)
+    assert (frames != 255).any(-1)[:, band].any(), "nothing drawn in the band"
+    outside = torch.cat([frames[:, : band.start], frames[:, band.stop :]], 1)
+    assert (outside == 255).all()
+
+
+def test_the_crop_keeps_the_band_at_full_width():
+    transforms = make_transforms()
+    crop = next(i for i, t in enumerate(transforms) if type(t).__name__ == "Crop")
+    env, raw_env = TransformedEnv(make_base_env(), transforms[: crop + 1]), make_base_env()
+    env.set_seed(0)
+    raw_env.set_seed(0)
+    cropped, raw = env.reset()["pixels"], raw_env.reset()["pixels"]  # the same first state
+    env.close()
+    raw_env.close()
+    assert cropped.shape == (3, CROP_HEIGHT, 600)
+    assert torch.equal(cropped, raw[CROP_TOP : CROP_TOP + CROP_HEIGHT].permute(2, 0, 1))
+
+
+def test_the_tutorial_pipeline_keeps_its_order_and_no_uint8_copy(obs_norm):
+    tutorial = make_env(obs_norm_state_dict=obs_norm, seed=0, pipeline="tutorial")
+    names = [type(t).__name__ for t in tutorial.transform]
+    tutorial.close()
+    assert names[1:] == [
+        "ToTensorImage",
+        "RewardScaling",
+        "GrayScale",
+        "Resize",
+        "CatFrames",
+        "ObservationNorm",
+    ]
+    with pytest.raises(ValueError, match="course, tutorial"):
+        make_env(obs_norm_state_dict=obs_norm, pipeline="fast")

@@ -1,63 +1,166 @@
-"""Replay buffers of transitions and of trajectory chunks, and their scratch folder."""
+"""Replay memories: the compact one rebuilds exactly what the naive one stores, on real rollouts."""
+
+import functools
 
 import pytest
 import torch
 from tensordict import TensorDict
+from torchrl.collectors import Collector
 
 from helpers.config import config_for_mode
-from helpers.replay import chunk_length, make_replay_buffer, prepare_batch, scratch_dir
+from helpers.envs import FRAMES_KEY, make_env
+from helpers.replay import (
+    FrameReplay,
+    NaiveReplay,
+    chunk_length,
+    make_replay_buffer,
+    scratch_dir,
+)
+
+WORKERS, STEPS = 2, 8  # each collected batch is [2 workers, 8 steps]
+COMPARED = [
+    "pixels",
+    "action",
+    ("next", "pixels"),
+    ("next", "reward"),
+    ("next", "done"),
+    ("next", "terminated"),
+    ("next", "truncated"),
+]
 
 
-def fake_batch(workers: int, steps: int) -> TensorDict:
-    """A collector-shaped batch [workers, steps] whose pixels encode (worker, step)."""
-    ids = torch.arange(workers * steps, dtype=torch.float32).view(workers, steps)
-    pixels = ids.view(workers, steps, 1, 1, 1).expand(workers, steps, 4, 64, 64).clone()
-    flags = torch.zeros(workers, steps, 1, dtype=torch.bool)
-    return TensorDict(
-        {
-            "pixels": pixels,
-            "action": torch.zeros(workers, steps, 2, dtype=torch.int64),
-            "action_value": torch.zeros(workers, steps, 2),
-            "collector": {"traj_ids": torch.zeros(workers, steps, dtype=torch.int64)},
-            "next": {
-                "pixels": pixels + 1,
-                "reward": torch.full((workers, steps, 1), 0.1),
-                "done": flags,
-                "terminated": flags,
-                "truncated": flags,
-            },
-        },
-        batch_size=[workers, steps],
+@pytest.fixture(scope="module")
+def batches(obs_norm):
+    """40 real batches from 2 asynchronous collectors of 2 workers each, random actions."""
+    make = functools.partial(
+        make_env, parallel=True, num_workers=WORKERS, obs_norm_state_dict=obs_norm
     )
+    env = make_env(obs_norm_state_dict=obs_norm)
+    collector = Collector(
+        make,
+        None,
+        num_collectors=2,
+        sync=False,
+        frames_per_batch=WORKERS * STEPS,
+        total_frames=40 * WORKERS * STEPS,
+    )
+    collector.set_seed(0)
+    try:
+        out = [data.clone() for data in collector]
+    finally:
+        collector.shutdown()
+        env.close()
+    return out
 
 
-def test_td0_stores_transitions(tmp_path):
-    config = config_for_mode("smoke")
+def test_the_rollout_covers_the_hard_cases(batches):
+    data = torch.stack(batches)  # [batches, workers, steps]
+    step_count = data["step_count"].squeeze(-1)
+    assert (step_count[..., 1:] == 0).any(), "no episode starts inside a row"
+    assert (step_count[..., 0] > 0).any(), "no episode continues from an earlier batch"
+    traj = data["collector", "traj_ids"]
+    assert len(set(traj[:, :, -1].flatten().tolist())) > 4, "rows of one stream only"
+
+
+def compare(replay: FrameReplay, positions: torch.Tensor, expected: TensorDict) -> int:
+    """Assert that every step still complete in `replay` equals `expected`; return how many."""
+    held = replay.frame_positions(positions)[1]
+    got = replay.get(positions[held])
+    for key in COMPARED:
+        assert torch.equal(got[key], expected[key][held]), key
+    return int(held.sum())
+
+
+def test_compact_transitions_equal_the_naive_ones(batches, obs_norm, tmp_path):
+    config = config_for_mode("smoke").replace(buffer_size=10_000, pipeline="tutorial")
     with scratch_dir(tmp_path) as scratch:
-        replay = make_replay_buffer(config, "td0", scratch)
-        replay.extend(prepare_batch(fake_batch(2, 16), "td0"))
-        assert len(replay) == 32
-        sample = replay.sample()
-        assert sample.batch_size == (config.batch_size,)
-        assert sample["pixels"].shape == (config.batch_size, 4, 64, 64)
-        assert "action_value" not in sample.keys() and "collector" not in sample.keys()
-        # next pixels stay paired with their own transition
-        torch.testing.assert_close(sample["next", "pixels"], sample["pixels"] + 1)
+        naive = NaiveReplay(config, "td0", scratch / "naive")
+        compact = FrameReplay(10_000, 32, obs_norm, scratch)
+        positions = []
+        for data in batches:
+            naive.extend(data)
+            positions.append(compact.extend(data).reshape(-1))
+        stored = naive.buffer[:]  # every transition, in the order collected
+        checked = compare(compact, torch.cat(positions), stored)
+        # all but the last step of each of the 4 workers, whose next frame is still to come
+        assert len(stored) - 4 <= checked <= len(stored)
+        first = stored["step_count"].squeeze(-1) == 0
+        assert first.any()
+        # right after a reset the stack repeats the reset frame: nothing of the episode before
+        starts = torch.cat(positions)[first]
+        start = compact.get(starts[compact.frame_positions(starts)[1]])[FRAMES_KEY]
+        assert torch.equal(start, start[:, -1:].expand_as(start))
+        assert compact.nbytes() / 10_000 == 64 * 64 + 4 + 4 + 1 + 4 + 1 + 1
+
+
+def test_a_small_ring_drops_old_steps_and_keeps_the_rest_exact(batches, obs_norm, tmp_path):
+    with scratch_dir(tmp_path) as scratch:
+        compact = FrameReplay(50, 32, obs_norm, scratch)
+        checked = 0
+        for data in batches:
+            pos = compact.extend(data)
+            checked += compare(compact, pos.reshape(-1), data.reshape(-1))
+        assert checked > 0
+        old = compact.extend(batches[0])  # positions far behind are no longer held
+        assert not compact.frame_positions(old - 500)[1].any()
+        sample = compact.sample()
+        assert sample["pixels"].shape == (32, 4, 64, 64) and sample["pixels"].dtype == torch.float32
+
+
+def test_a_memory_that_starts_mid_episode_rebuilds_the_history_from_the_stack(
+    batches, obs_norm, tmp_path
+):
+    with scratch_dir(tmp_path) as scratch:
+        compact = FrameReplay(10_000, 32, obs_norm, scratch)
+        continued = [d for d in batches if (d["step_count"][:, 0] > 0).all()][0]
+        pos = compact.extend(continued)
+        open_rows = int((~continued["next", "done"][:, -1]).sum())  # last step still open
+        assert (
+            compare(compact, pos.reshape(-1), continued.reshape(-1)) == WORKERS * STEPS - open_rows
+        )
+
+
+def test_compact_chunks_equal_the_naive_rows(batches, obs_norm, tmp_path):
+    config = config_for_mode("smoke").replace(
+        buffer_size=10_000, frames_per_batch=WORKERS * STEPS, num_workers=WORKERS, chunk_length=4
+    )
+    with scratch_dir(tmp_path) as scratch:
+        compact = make_replay_buffer(config, "td-lambda", scratch, obs_norm)
+        naive = make_replay_buffer(config.replace(pipeline="tutorial"), "td-lambda", scratch / "n")
+        assert isinstance(compact, FrameReplay) and isinstance(naive, NaiveReplay)
+        rows = []
+        for data in batches:
+            naive.extend(data)
+            rows.append(compact.extend(data))
+        rows = torch.cat(rows).reshape(-1, 4)  # [chunks, 4 steps]
+        complete = compact.frame_positions(rows)[1].all(-1)
+        assert len(rows) - 4 <= int(complete.sum()) < len(rows)
+        stored = naive.buffer[:]
+        got = compact.get(rows[complete])
+        for key in COMPARED:
+            assert torch.equal(got[key], stored[key][complete]), key
+        sample = compact.sample()
+        steps = chunk_length(config)
+        assert sample.batch_size == (config.batch_size // steps, steps)
+        # the next observation is the observation shifted by one frame
+        assert torch.equal(sample["next", FRAMES_KEY][:, :, :3], sample[FRAMES_KEY][:, :, 1:])
+
+
+def test_the_compact_memory_stores_uint8_frames(batches, obs_norm, tmp_path):
+    with scratch_dir(tmp_path) as scratch:
+        compact = FrameReplay(1_000, 8, obs_norm, scratch)
+        compact.extend(batches[0])
+        assert compact.slots["frame"].dtype == torch.uint8
+        assert sorted(p.name for p in scratch.iterdir())[0] == "action.memmap"
+        sample = compact.sample()
+        assert torch.equal(sample[FRAMES_KEY][:, -1], compact.slots["frame"][sample["index"]])
     assert not list(tmp_path.iterdir()), "the scratch folder was not removed"
 
 
-def test_td_lambda_stores_chunks(tmp_path):
-    config = config_for_mode("smoke")
-    steps = chunk_length(config)
+def test_sampling_an_empty_memory_says_what_to_do(obs_norm, tmp_path):
     with scratch_dir(tmp_path) as scratch:
-        replay = make_replay_buffer(config, "td-lambda", scratch)
-        replay.extend(prepare_batch(fake_batch(config.num_workers, steps), "td-lambda"))
-        assert len(replay) == config.num_workers
-        sample = replay.sample()
-        assert sample.batch_size == (config.batch_size // steps, steps)
-        # each sampled row is one worker's consecutive steps
-        first = sample["pixels"][:, :, 0, 0, 0]
-        torch.testing.assert_close(first[:, 1:] - first[:, :-1], torch.ones_like(first[:, 1:]))
+        with pytest.raises(RuntimeError, match="extend it first"):
+            FrameReplay(100, 8, obs_norm, scratch).sample()
 
 
 def test_scratch_is_removed_after_an_error_and_stale_ones_are_cleaned(tmp_path):
@@ -74,3 +177,13 @@ def test_scratch_is_removed_after_an_error_and_stale_ones_are_cleaned(tmp_path):
 def test_chunk_length_needs_divisible_batches():
     with pytest.raises(ValueError, match="multiple"):
         chunk_length(config_for_mode("smoke").replace(frames_per_batch=33))
+    with pytest.raises(ValueError, match="must divide"):
+        chunk_length(config_for_mode("smoke").replace(chunk_length=5))
+
+
+def test_unknown_target_and_missing_constants(tmp_path):
+    config = config_for_mode("smoke")
+    with pytest.raises(ValueError, match="td0"):
+        make_replay_buffer(config, "td1", tmp_path)
+    with pytest.raises(ValueError, match="normalization constants"):
+        make_replay_buffer(config, "td0", tmp_path)
