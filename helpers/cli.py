@@ -6,7 +6,7 @@ import argparse
 import json
 import sys
 
-from helpers.config import MODES
+from helpers.config import MODES, PRESETS
 from helpers.losses import TARGETS
 
 
@@ -15,7 +15,7 @@ def _train(args: argparse.Namespace) -> int:
     from helpers.training import train
 
     mode = get_mode(args.mode)
-    config = config_for_mode(mode)
+    config = config_for_mode(mode, preset=args.preset)
     if args.frames is not None:
         config = config.replace(
             total_frames=args.frames, buffer_size=min(config.buffer_size, args.frames)
@@ -85,6 +85,13 @@ def build_parser() -> argparse.ArgumentParser:
         choices=MODES,
         default=None,
         help="hyperparameter set (default: $DQN_COURSE_MODE, else workshop)",
+    )
+    p.add_argument(
+        "--preset",
+        choices=PRESETS,
+        default="course",
+        help="course: the course's pipeline (default); tutorial: the tutorial's transforms, "
+        "replay storage and process layout, for comparison",
     )
     p.add_argument(
         "--frames", type=int, default=None, help="total frames to collect (default: the mode's)"

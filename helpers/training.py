@@ -67,10 +67,13 @@ def _prepare_out_dir(out_dir: Path, run: dict, resume: bool, overwrite: bool) ->
     run_file = out_dir / RUN_FILE
     if resume:
         state = load_checkpoint(out_dir / CHECKPOINT_FILE)
-        if state.get("target") != run["target"] or state.get("mode") != run["mode"]:
+        saved = (state.get("target"), state.get("mode"), state["config"].get("pipeline", "course"))
+        asked = (run["target"], run["mode"], run["config"]["pipeline"])
+        if saved != asked:
             raise ValueError(
-                f"{out_dir} holds a {state.get('target')} run in {state.get('mode')} mode; "
-                f"cannot resume it as {run['target']} in {run['mode']} mode."
+                f"{out_dir} holds a {saved[0]} run in {saved[1]} mode with the {saved[2]} "
+                f"pipeline; cannot resume it as {asked[0]} in {asked[1]} mode with the {asked[2]} "
+                "pipeline."
             )
         return state
     if run_file.exists() and not overwrite:

@@ -185,9 +185,19 @@ def test_an_output_folder_with_another_run_is_refused(td0_run):
     assert {p.name: p.read_bytes() for p in out.iterdir()} == before
 
 
+def test_resuming_with_another_pipeline_is_refused(td0_run, tmp_path):
+    copy = shutil.copytree(td0_run[0], tmp_path / "run")
+    before = {p.name: p.read_bytes() for p in copy.iterdir()}
+    args = ["--target", "td0", "--mode", "smoke", "--preset", "tutorial", "--out", str(copy)]
+    result = cli("train", *args, "--frames", str(FRAMES + 64), "--resume")
+    assert result.returncode == 2 and "course pipeline" in result.stderr
+    assert {p.name: p.read_bytes() for p in copy.iterdir()} == before
+
+
 def test_help_explains_each_option():
     result = cli("train", "--help")
-    for option in ("--target", "--mode", "--frames", "--seed", "--out", "--resume", "--overwrite"):
+    options = ("--target", "--mode", "--preset", "--frames", "--seed", "--out", "--resume")
+    for option in (*options, "--overwrite"):
         assert option in result.stdout
 
 
