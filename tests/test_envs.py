@@ -2,7 +2,7 @@
 
 import pytest
 import torch
-from torchrl.envs import TransformedEnv
+from torchrl.envs import Resize, TransformedEnv
 from torchrl.envs.utils import check_env_specs
 
 from helpers.envs import (
@@ -10,6 +10,7 @@ from helpers.envs import (
     CROP_TOP,
     FRAME_STACK,
     FRAMES_KEY,
+    Uint8Resize,
     course_norm_constants,
     load_norm_constants,
     make_base_env,
@@ -168,3 +169,18 @@ def test_the_tutorial_pipeline_keeps_its_order_and_no_uint8_copy(obs_norm):
     ]
     with pytest.raises(ValueError, match="course, tutorial"):
         make_env(obs_norm_state_dict=obs_norm, pipeline="fast")
+
+
+def test_uint8_resize_matches_torchrls_resize_to_a_grey_level():
+    env = make_base_env()
+    env.set_seed(0)
+    frame = env.reset()["pixels"].permute(2, 0, 1)[:, CROP_TOP : CROP_TOP + CROP_HEIGHT]
+    env.close()
+    ours, theirs = (
+        Uint8Resize(64, 64)._apply_transform(frame),
+        Resize(64, 64)._apply_transform(frame),
+    )
+    assert ours.shape == theirs.shape == (3, 64, 64) and ours.dtype == torch.uint8
+    assert (ours.int() - theirs.int()).abs().max() <= 1
+    batch = Uint8Resize(64, 64)._apply_transform(torch.stack([frame, frame.flip(-1)]))
+    assert torch.equal(batch[0], ours) and batch.shape == (2, 3, 64, 64)

@@ -9,8 +9,8 @@ from torchrl.collectors import Collector
 
 from helpers.config import config_for_mode
 from helpers.envs import FRAMES_KEY, make_env
+from helpers.frame_replay import FrameReplay
 from helpers.replay import (
-    FrameReplay,
     NaiveReplay,
     chunk_length,
     make_replay_buffer,
@@ -187,3 +187,5 @@ def test_unknown_target_and_missing_constants(tmp_path):
         make_replay_buffer(config, "td1", tmp_path)
     with pytest.raises(ValueError, match="normalization constants"):
         make_replay_buffer(config, "td0", tmp_path)
+    with pytest.raises(ValueError, match="at least 36 frames"):  # rows of 16 steps
+        make_replay_buffer(config.replace(buffer_size=30), "td0", tmp_path, {"loc": 0})
