@@ -40,6 +40,9 @@ FRAME_STACK = 4  # the observation stacks this many consecutive frames
 NORM_REDUCE_DIMS = (-1, -2, -4)  # average over width, height and time...
 NORM_KEEP_DIMS = (-1, -2)  # ...keeping size-1 width and height: loc/scale are [4, 1, 1]
 NORM_FILE = "obs_norm.pt"  # where notebook 02 saves the constants, in the outputs folder
+# Saved with the constants: which view of the frame they were computed on, so that a file made
+# before the pipeline changed is recomputed rather than used.
+NORM_VIEW = "rows 160-319, uint8 resize then grey"
 FRAMES_KEY = "frames"  # the stack as uint8 frames, before the float conversion (for the replay)
 PIPELINES = ("course", "tutorial")
 
@@ -192,7 +195,7 @@ def save_norm_constants(state_dict: dict, path: str | Path) -> Path:
     check_norm_constants(state_dict)
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    torch.save({k: v for k, v in state_dict.items()}, path)
+    torch.save({**state_dict, "view": NORM_VIEW}, path)
     return path
 
 
@@ -210,13 +213,17 @@ def load_norm_constants(path: str | Path) -> dict:
 
 
 def course_norm_constants(num_iter: int = 1_000) -> dict:
-    """The constants notebook 02 saved in the outputs folder; when that file is missing,
-    say so, compute them (`num_iter` random steps) and save them there."""
+    """The constants notebook 02 saved in the outputs folder; when that file is missing or was
+    made for an older pipeline, say so, compute them (`num_iter` random steps) and save them."""
     path = output_dir() / NORM_FILE
     if path.exists():
-        print(f"Normalization constants loaded from {path}")
-        return load_norm_constants(path)
-    print(f"{path} not found (notebook 02_normalization makes it): computing the constants now.")
+        state_dict = load_norm_constants(path)
+        if state_dict.get("view") == NORM_VIEW:
+            print(f"Normalization constants loaded from {path}")
+            return state_dict
+        print(f"{path} was computed on an older view of the frame: computing the constants now.")
+    else:
+        print(f"{path} not found (notebook 02_normalization makes it): computing them now.")
     state_dict = compute_norm_constants(num_iter)
     save_norm_constants(state_dict, path)
     return state_dict

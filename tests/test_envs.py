@@ -10,6 +10,7 @@ from helpers.envs import (
     CROP_TOP,
     FRAME_STACK,
     FRAMES_KEY,
+    NORM_VIEW,
     Uint8Resize,
     course_norm_constants,
     load_norm_constants,
@@ -88,6 +89,16 @@ def test_course_constants_are_computed_and_saved_when_missing(tmp_path, monkeypa
     again = course_norm_constants(num_iter=20)
     assert "loaded" in capsys.readouterr().out
     torch.testing.assert_close(again["loc"], constants["loc"])
+
+
+def test_constants_saved_for_an_older_pipeline_are_recomputed(tmp_path, monkeypatch, capsys):
+    monkeypatch.setenv("DQN_COURSE_OUTPUT_DIR", str(tmp_path))
+    old = {"loc": torch.full((4, 1, 1), 0.99), "scale": torch.full((4, 1, 1), 0.05)}
+    torch.save(old, tmp_path / "obs_norm.pt")  # no "view": made before the crop
+    constants = course_norm_constants(num_iter=20)
+    assert "older view" in capsys.readouterr().out
+    assert not torch.equal(constants["loc"], old["loc"])
+    assert torch.load(tmp_path / "obs_norm.pt", weights_only=True)["view"] == NORM_VIEW
 
 
 def test_constants_of_the_wrong_shape_are_refused():
