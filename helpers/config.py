@@ -22,8 +22,9 @@ OUTPUT_VARIABLE = "DQN_COURSE_OUTPUT_DIR"
 class Config:
     """Every hyperparameter of the course, with the tutorial's names.
 
-    The values below are the tutorial's short-run settings; `config_for_mode`
-    replaces the ones that a mode changes.
+    The learning values below are the tutorial's short-run settings, the layout and pipeline
+    the course's own (`TUTORIAL_SYSTEM` holds the tutorial's); `config_for_mode` replaces the
+    ones that a mode changes.
     """
 
     # Optimiser
