@@ -81,16 +81,15 @@ def bytes_per_frame(obs_norm: dict, capacity: int = 1_000, steps: int = 1_500) -
     model = make_model(env, config_for_mode("smoke"))
     batch = env.rollout(8, model.policy_explore, break_when_any_done=False)
     env.close()
-    naive = sum(v[0].numel() * v.element_size() for v in batch.values(True, True))
-    naive -= 2 * batch["step_count"][0].numel() * 8  # the tutorial had no step counter
+    tutorial_keys = batch.exclude("step_count", ("next", "step_count"))  # it had no counter
+    naive = sum(v[0].numel() * v.element_size() for v in tutorial_keys.values(True, True))
     env = make_env(obs_norm_state_dict=obs_norm, seed=0)
     with tempfile.TemporaryDirectory(prefix="dqn-bench-") as tmp, scratch_dir(tmp) as scratch:
         replay = FrameReplay(capacity, 32, obs_norm, scratch)
         rollout = env.rollout(steps, break_when_any_done=False)
         done = rollout["next", "done"].squeeze(-1).long()
-        rollout["collector", "traj_ids"] = (
-            torch.cumsum(done, 0) - done
-        )  # as a collector numbers them
+        # Number the episodes as a collector's trajectory ids would.
+        rollout["collector", "traj_ids"] = torch.cumsum(done, 0) - done
         for row in rollout.split(100):  # batches of 100 steps, episodes crossing them
             replay.extend(row)
         per_slot, per_step = replay.nbytes() / capacity, replay.bytes_per_step()

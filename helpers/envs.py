@@ -77,6 +77,16 @@ def check_pipeline(pipeline: str) -> str:
     return pipeline
 
 
+def make_obs_norm(obs_norm_state_dict: dict, in_keys: list | None = None) -> ObservationNorm:
+    """The ObservationNorm with saved constants `loc` and `scale`, on `in_keys` (["pixels"])."""
+    return ObservationNorm(
+        in_keys=in_keys or ["pixels"],
+        loc=obs_norm_state_dict["loc"].clone(),
+        scale=obs_norm_state_dict["scale"].clone(),
+        standard_normal=True,
+    )
+
+
 def make_transforms(obs_norm_state_dict: dict | None = None, pipeline: str = "course") -> Compose:
     """The observation pipeline, ending with the normalization (lazy when no constants).
 
@@ -89,12 +99,7 @@ def make_transforms(obs_norm_state_dict: dict | None = None, pipeline: str = "co
     if obs_norm_state_dict is None:
         norm = ObservationNorm(in_keys=["pixels"], standard_normal=True)
     else:
-        norm = ObservationNorm(
-            in_keys=["pixels"],
-            loc=obs_norm_state_dict["loc"].clone(),
-            scale=obs_norm_state_dict["scale"].clone(),
-            standard_normal=True,
-        )
+        norm = make_obs_norm(obs_norm_state_dict)
     reward = RewardScaling(loc=0.0, scale=0.1)  # reward 1 -> 0.1 per step
     if check_pipeline(pipeline) == "tutorial":
         stack = CatFrames(FRAME_STACK, in_keys=["pixels"], dim=-3)  # -> [4, 64, 64]
@@ -152,7 +157,7 @@ def make_env(
     elif num_workers > 1:
         base_env = SerialEnv(num_workers, factory)
     else:
-        base_env = make_base_env(device=device)
+        base_env = factory()
     env = TransformedEnv(base_env, make_transforms(obs_norm_state_dict, pipeline))
     if seed is not None:
         env.set_seed(seed)

@@ -10,11 +10,16 @@ from pathlib import Path
 
 import torch
 from tensordict import MemoryMappedTensor, TensorDict, TensorDictBase
-from torchrl.envs import Compose, ObservationNorm, ToTensorImage
+from torchrl.envs import Compose, ToTensorImage
 
-from helpers.envs import FRAME_SIZE, FRAME_STACK, FRAMES_KEY
+from helpers.envs import FRAME_SIZE, FRAME_STACK, FRAMES_KEY, make_obs_norm
 
 NEXT_FRAMES = ("next", FRAMES_KEY)
+
+
+def min_capacity(row_steps: int) -> int:
+    """The smallest ring that holds a row of `row_steps` steps next to the row before it."""
+    return 2 * row_steps + FRAME_STACK
 
 
 def make_normalizer(obs_norm_state_dict: dict) -> Compose:
@@ -23,15 +28,10 @@ def make_normalizer(obs_norm_state_dict: dict) -> Compose:
     The same two transforms that end the environment's pipeline, so a rebuilt stack is
     bit for bit the observation the policy saw while collecting.
     """
-    keys = [FRAMES_KEY, NEXT_FRAMES]
+    pixels = ["pixels", ("next", "pixels")]
     return Compose(
-        ToTensorImage(in_keys=keys, out_keys=["pixels", ("next", "pixels")], shape_tolerant=True),
-        ObservationNorm(
-            loc=obs_norm_state_dict["loc"].clone(),
-            scale=obs_norm_state_dict["scale"].clone(),
-            in_keys=["pixels", ("next", "pixels")],
-            standard_normal=True,
-        ),
+        ToTensorImage(in_keys=[FRAMES_KEY, NEXT_FRAMES], out_keys=pixels, shape_tolerant=True),
+        make_obs_norm(obs_norm_state_dict, pixels),
     )
 
 
@@ -95,9 +95,8 @@ class FrameReplay:
         self.chunks = (
             None if chunk is None else torch.zeros(capacity // chunk, chunk, dtype=torch.int32)
         )
-        self.written = (
-            0  # frames written so far; the ring holds positions [written - capacity, written)
-        )
+        # Frames written so far; the ring holds positions [written - capacity, written).
+        self.written = 0
         self.chunks_written = 0
         self.steps_written = 0
         self.complete_steps = self.complete_chunks = 0  # whose next frame is known
@@ -109,17 +108,16 @@ class FrameReplay:
         """Store a collected batch, [workers, time] or [time]; return its steps' positions."""
         if data.ndim == 1:
             data = data.unsqueeze(0)
-        if 2 * data.shape[-1] + FRAME_STACK > self.capacity:
+        steps = data.shape[-1]
+        if min_capacity(steps) > self.capacity:
             raise ValueError(
-                f"Rows of {data.shape[-1]} steps do not fit a ring of {self.capacity} frames: "
+                f"Rows of {steps} steps do not fit a ring of {self.capacity} frames: "
                 "raise buffer_size or collect smaller batches."
             )
+        if self.chunks is not None and steps % self.chunk:  # checked before anything is written
+            raise ValueError(f"Rows of {steps} steps: not chunks of {self.chunk}.")
         positions = torch.stack([self._write_row(data[w]) for w in range(data.shape[0])])
         if self.chunks is not None:
-            if positions.shape[-1] % self.chunk:
-                raise ValueError(
-                    f"Rows of {positions.shape[-1]} steps: not chunks of {self.chunk}."
-                )
             for chunk in positions.reshape(-1, self.chunk):
                 self.chunks[self.chunks_written % len(self.chunks)] = chunk.to(torch.int32)
                 self.chunks_written += 1

@@ -19,8 +19,8 @@ from tensordict import TensorDict, TensorDictBase
 from torchrl.data import LazyMemmapStorage, TensorDictReplayBuffer
 
 from helpers.config import Config
-from helpers.envs import FRAME_STACK, check_pipeline
-from helpers.frame_replay import FrameReplay
+from helpers.envs import check_pipeline
+from helpers.frame_replay import FrameReplay, min_capacity
 
 SCRATCH_PREFIX = ".replay-"
 
@@ -101,10 +101,10 @@ def make_replay_buffer(
     if obs_norm_state_dict is None:
         raise ValueError("The compact replay memory needs the normalization constants.")
     row = config.frames_per_batch // config.num_workers
-    if config.buffer_size < 2 * row + FRAME_STACK:
+    if config.buffer_size < min_capacity(row):  # say so now, not once the collectors run
         raise ValueError(
             f"buffer_size ({config.buffer_size}) is too small for rows of {row} steps: "
-            f"give it at least {2 * row + FRAME_STACK} frames."
+            f"give it at least {min_capacity(row)} frames."
         )
     return FrameReplay(
         config.buffer_size,

@@ -189,3 +189,13 @@ def test_unknown_target_and_missing_constants(tmp_path):
         make_replay_buffer(config, "td0", tmp_path)
     with pytest.raises(ValueError, match="at least 36 frames"):  # rows of 16 steps
         make_replay_buffer(config.replace(buffer_size=30), "td0", tmp_path, {"loc": 0})
+
+
+def test_rows_that_do_not_cut_into_chunks_are_refused_before_anything_is_written(
+    batches, obs_norm, tmp_path
+):
+    with scratch_dir(tmp_path) as scratch:
+        compact = FrameReplay(1_000, 32, obs_norm, scratch, chunk=5)  # rows of 8 steps
+        with pytest.raises(ValueError, match="not chunks of 5"):
+            compact.extend(batches[0])
+        assert compact.written == 0 and not compact.open_steps
