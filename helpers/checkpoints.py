@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import hashlib
 import os
 import pickle
+import shutil
 import zipfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -18,6 +20,15 @@ from helpers.envs import make_env
 from helpers.models import make_actor
 
 FORMAT = "pixel-dqn-course/1"
+# What `load_agent` reports of the run that made a checkpoint.
+INFO_KEYS = ("target", "mode", "seed", "frames", "interrupted", "best_frames", "best_eval")
+MANIFEST = "SHA256SUMS"  # beside shipped agents: `sha256sum -c SHA256SUMS` checks them too
+CHECKPOINT_FILE = "checkpoint.pt"  # a training run's full state, in its run folder
+AGENT_FILE = "agent.pt"  # a shipped agent: the kept parameters, settings and constants only
+# The agents shipped with the course (`checkpoints/td-lambda/agent.pt`, ...), in a checkout.
+SHIPPED_DIR = Path(__file__).resolve().parent.parent / "checkpoints"
+# What `ship_run` copies from a run folder beside the agent (the evidence of how it was made).
+SHIPPED_RUN_FILES = ("run.json", "log.csv", "curves.png", "evaluation.json", "command.json")
 
 
 class CheckpointError(ValueError):
@@ -42,14 +53,62 @@ def flat_params(params: TensorDict) -> dict[str, torch.Tensor]:
     return {k: v.detach().cpu().clone() for k, v in params.flatten_keys(".").items()}
 
 
-def load_checkpoint(path: str | Path) -> dict:
-    """Load a checkpoint with `weights_only=True` (it can never run code) and check its format."""
+def sha256(path: str | Path) -> str:
+    """The SHA-256 of a file, in hex."""
+    digest = hashlib.sha256()
+    with Path(path).open("rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def write_manifest(folder: str | Path) -> Path:
+    """Write `folder/SHA256SUMS` for every other file in `folder` (the `sha256sum` format)."""
+    folder = Path(folder)
+    files = sorted(p for p in folder.iterdir() if p.is_file() and p.name != MANIFEST)
+    lines = [f"{sha256(p)}  {p.name}\n" for p in files]
+    (folder / MANIFEST).write_text("".join(lines))
+    return folder / MANIFEST
+
+
+def check_manifest(path: str | Path) -> None:
+    """Refuse a file that sits beside a SHA256SUMS manifest and does not match it.
+
+    Files without a manifest beside them (the learner's own runs) are not checked.
+    """
     path = Path(path)
+    manifest = path.parent / MANIFEST
+    if not manifest.is_file():
+        return
+    expected = dict(
+        reversed(line.split(maxsplit=1)) for line in manifest.read_text().splitlines() if line
+    )
+    if path.name not in expected:
+        raise CheckpointError(
+            f"{path} is not listed in {manifest}: only the shipped files may sit there. "
+            "Move your own checkpoints elsewhere."
+        )
+    if sha256(path) != expected[path.name]:
+        raise CheckpointError(
+            f"{path} has changed since it was shipped (its SHA-256 differs from {manifest}). "
+            f"Restore it with `git checkout -- {path}`."
+        )
+
+
+def load_checkpoint(path: str | Path) -> dict:
+    """Load a checkpoint with `weights_only=True` (it can never run code) and check its format.
+
+    A shipped agent (a SHA256SUMS manifest beside it) must also match its manifest.
+    """
+    path = Path(path)
+    if path.is_dir() and (path / CHECKPOINT_FILE).is_file():
+        path = path / CHECKPOINT_FILE
     if not path.is_file():
         raise FileNotFoundError(
             f"No checkpoint at {path}. Train one first (notebook 04/05 or "
             "`python -m helpers train`), or use one from checkpoints/."
         )
+    check_manifest(path)
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
     except (pickle.UnpicklingError, zipfile.BadZipFile, RuntimeError, EOFError, OSError) as err:
@@ -106,15 +165,34 @@ def load_agent(path: str | Path, device: str | torch.device = "cpu") -> Agent:
     try:
         config = Config.from_dict(state["config"])
         obs_norm = state["obs_norm"]
-        params = state["params"]
+        # The agent a run keeps is the one its evaluations during training rated best.
+        params = state.get("best_params") or state["params"]
     except (KeyError, TypeError) as err:
         raise CheckpointError(f"{path} lacks part of a training checkpoint: {err}") from err
     env = make_env(obs_norm_state_dict=obs_norm)
     try:
-        actor = make_actor(env, config.init_bias, device)
+        actor = make_actor(env, config.init_bias, device, config.network)
     finally:
         env.close()
     load_params_into(actor, params, str(path))
     actor.eval()
-    info = {k: state.get(k) for k in ("target", "mode", "seed", "frames", "interrupted")}
+    info = {k: state.get(k) for k in INFO_KEYS}
     return Agent(actor, obs_norm, config, info)
+
+
+def ship_run(run_dir: str | Path, dest: str | Path) -> Path:
+    """Make `dest` a shipped agent: its kept parameters as `agent.pt` (a few MB), the run's
+    log, curves, settings, final evaluation and command, and a SHA256SUMS manifest."""
+    run_dir, dest = Path(run_dir), Path(dest)
+    state = load_checkpoint(run_dir / CHECKPOINT_FILE)
+    missing = [name for name in SHIPPED_RUN_FILES if not (run_dir / name).is_file()]
+    if missing:
+        raise FileNotFoundError(f"{run_dir} is not a finished run: it lacks {', '.join(missing)}.")
+    dest.mkdir(parents=True, exist_ok=True)
+    agent = {k: state.get(k) for k in INFO_KEYS}
+    agent.update(config=state["config"], obs_norm=state["obs_norm"])
+    agent["params"] = state.get("best_params") or state["params"]
+    save_checkpoint(dest / AGENT_FILE, **agent)
+    for name in SHIPPED_RUN_FILES:
+        shutil.copyfile(run_dir / name, dest / name)
+    return write_manifest(dest)

@@ -7,6 +7,7 @@ import json
 import sys
 
 from helpers.config import MODES, PRESETS
+from helpers.evaluation import TEST_SEED
 from helpers.losses import TARGETS
 
 
@@ -40,7 +41,9 @@ def _train(args: argparse.Namespace) -> int:
 def _evaluate(args: argparse.Namespace) -> int:
     from helpers.evaluation import evaluate_checkpoint
 
-    stats = evaluate_checkpoint(args.checkpoint, episodes=args.episodes, seed=args.seed)
+    stats = evaluate_checkpoint(
+        args.checkpoint, episodes=args.episodes, seed=args.seed, workers=args.workers
+    )
     if args.json:
         print(json.dumps(stats))
     else:
@@ -66,6 +69,24 @@ def _bench(args: argparse.Namespace) -> int:
 
     result = run_bench(repeats=args.repeats)
     print(json.dumps(result, indent=1) if args.json else format_bench(result))
+    return 0
+
+
+def _results(args: argparse.Namespace) -> int:
+    from helpers.results import RESULTS_DIR, load_runs, results_table, summary_table
+
+    runs = load_runs(args.root or RESULTS_DIR)
+    if not runs:
+        print(f"error: no finished runs under {args.root or RESULTS_DIR}", file=sys.stderr)
+        return 2
+    print(summary_table(runs), results_table(runs), sep="\n\n")
+    return 0
+
+
+def _ship(args: argparse.Namespace) -> int:
+    from helpers.checkpoints import ship_run
+
+    print(ship_run(args.run, args.out))
     return 0
 
 
@@ -106,8 +127,16 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("evaluate", help="play deterministic episodes with a trained agent")
     p.add_argument("--checkpoint", required=True, help="checkpoint.pt written by train")
-    p.add_argument("--episodes", type=int, default=10, help="episodes to play (default: 10)")
-    p.add_argument("--seed", type=int, default=0, help="seed of the first episode (default: 0)")
+    p.add_argument("--episodes", type=int, default=20, help="episodes to play (default: 20)")
+    p.add_argument(
+        "--seed",
+        type=int,
+        default=TEST_SEED,
+        help=f"seed of the first episode (default: {TEST_SEED}, the final evaluation's)",
+    )
+    p.add_argument(
+        "--workers", type=int, default=None, help="processes playing episodes (default: CPU cores)"
+    )
     p.add_argument("--json", action="store_true", help="print the statistics as JSON")
     p.set_defaults(func=_evaluate)
 
@@ -129,6 +158,15 @@ def build_parser() -> argparse.ArgumentParser:
         "--repeats", type=int, default=3, help="training runs per configuration (median; default 3)"
     )
     p.set_defaults(func=_bench)
+
+    p = sub.add_parser("results", help="print the tables of the recipe runs in results/runs")
+    p.add_argument("--root", default=None, help="folder of run folders (default: results/runs)")
+    p.set_defaults(func=_results)
+
+    p = sub.add_parser("ship", help="copy a finished run's agent and evidence into checkpoints/")
+    p.add_argument("--run", required=True, help="a finished run folder (with evaluation.json)")
+    p.add_argument("--out", required=True, help="folder to write, e.g. checkpoints/td-lambda")
+    p.set_defaults(func=_ship)
     return parser
 
 

@@ -20,30 +20,32 @@ OUTPUT_VARIABLE = "DQN_COURSE_OUTPUT_DIR"
 
 @dataclass(frozen=True)
 class Config:
-    """Every hyperparameter of the course, with the tutorial's names.
+    """Every hyperparameter of the course, with the tutorial's names where it had them.
 
-    The learning values below are the tutorial's short-run settings, the layout and pipeline
-    the course's own (`TUTORIAL_SYSTEM` holds the tutorial's); `config_for_mode` replaces the
-    ones that a mode changes.
+    The defaults are the course's recipe (the agent that balances; see the README's "Recipe"),
+    `TUTORIAL_RECIPE` holds the tutorial's; `config_for_mode` replaces what a mode changes.
     """
 
-    # Optimiser
-    lr: float = 2e-3  # Adam learning rate
+    # Network and optimiser
+    network: str = "course"  # "course": 2 conv + 256 (ReLU); "tutorial": 3 conv + 64x64 (ELU)
+    lr: float = 1e-3  # Adam learning rate
     betas: tuple[float, float] = (0.9, 0.999)  # Adam's moving-average factors
-    n_optim: int = 8  # gradient steps per collected batch ("updates per data")
-    max_grad_norm: float = 1.0  # gradients are clipped to this global norm
+    n_optim: int = 2  # gradient steps per collected batch ("updates per data")
+    max_grad_norm: float = 10.0  # gradients are clipped to this global norm
 
     # DQN
     gamma: float = 0.99  # discount factor of future rewards
     lmbda: float = 0.95  # lambda of the TD(lambda) targets (notebook 05)
-    tau: float = 0.005  # soft target update: target <- tau * online + (1 - tau) * target
+    tau: float = 0.04  # soft target update: target <- tau * online + (1 - tau) * target
+    loss_function: str = "smooth_l1"  # "smooth_l1" (Huber) or "l2" (squared error)
+    double_dqn: bool = True  # the online network picks the next action, the target rates it
 
     # Data collection and replay
-    total_frames: int = 5_000  # environment steps collected over the whole run
-    init_random_frames: int = 100  # frames collected before the first gradient step
+    total_frames: int = 100_000  # environment steps collected over the whole run
+    init_random_frames: int = 2_000  # frames collected before the first gradient step
     frames_per_batch: int = 32  # frames in each batch the collector yields
-    batch_size: int = 32  # transitions sampled from the replay buffer per gradient step
-    buffer_size: int = 5_000  # replay buffer capacity, in frames
+    batch_size: int = 128  # transitions sampled from the replay buffer per gradient step
+    buffer_size: int = 100_000  # replay buffer capacity, in frames
     chunk_length: int = 16  # consecutive steps per stored chunk for TD(lambda) (notebook 05)
 
     # How the work is laid out on the machine (the same learning either way; see the README)
@@ -55,12 +57,15 @@ class Config:
     pipeline: str = "course"  # "course" or "tutorial" (above)
 
     # Exploration and initialisation
-    eps_init: float = 0.1  # epsilon-greedy: probability of a random action at the start
-    eps_end: float = 0.005  # ... and at the end of the annealing (over total_frames)
+    eps_init: float = 1.0  # epsilon-greedy: probability of a random action at the start
+    eps_end: float = 0.05  # ... and at the end of the annealing
+    eps_frames: int = 20_000  # frames over which epsilon goes down linearly (0: total_frames)
     init_bias: float = 2.0  # initial bias of the value head, a rough first guess of Q
 
-    # Evaluation
-    eval_every: int = 10  # batches between two deterministic evaluation rollouts
+    # Evaluation (deterministic episodes on fixed seeds that training never uses)
+    eval_every: int = 10_000  # frames between two evaluations during training
+    eval_episodes: int = 5  # episodes per evaluation during training
+    final_episodes: int = 100  # episodes of the final evaluation, on other seeds
     eval_max_steps: int = 500  # CartPole-v1 truncates episodes at 500 steps anyway
     norm_init_iter: int = 1_000  # random steps used to compute the normalization constants
 
@@ -77,45 +82,74 @@ class Config:
         """The inverse of `to_dict` (JSON and checkpoints turn the betas tuple into a list)."""
         return cls(**{**values, "betas": tuple(values["betas"])})
 
+    @property
+    def annealing_frames(self) -> int:
+        """Frames over which epsilon anneals: `eps_frames`, or the whole run when it is 0."""
+        return self.eps_frames or self.total_frames
 
-# The tutorial's pipeline and process layout (its hyperparameters are Config's defaults), kept
-# to compare against: `python -m helpers bench` and notebook 04.
+
+# The tutorial's pipeline and process layout, kept to compare against: `python -m helpers bench`
+# and notebook 04.
 TUTORIAL_SYSTEM = dict(pipeline="tutorial", num_collectors=2, num_workers=2, parallel_envs=True)
 SYSTEM_FIELDS = tuple(TUTORIAL_SYSTEM)  # how the work runs, not what is learned
+# The tutorial's learning settings (its short-run values; full mode adds its "proper" ones).
+TUTORIAL_RECIPE = dict(
+    network="tutorial",
+    lr=2e-3,
+    n_optim=8,
+    max_grad_norm=1.0,
+    tau=0.005,
+    loss_function="l2",
+    double_dqn=False,
+    batch_size=32,
+    eps_init=0.1,
+    eps_end=0.005,
+    eps_frames=0,
+    eval_episodes=1,
+)
 
 _MODE_SETTINGS: dict[str, dict[str, object]] = {
     # Every notebook in well under a minute on a 2-core CPU: checks that the code runs.
     "smoke": dict(
         total_frames=512,
         init_random_frames=64,
-        frames_per_batch=32,
         batch_size=32,
         buffer_size=512,
-        n_optim=4,
-        eval_every=4,
+        eps_frames=256,
+        eval_every=256,
+        eval_episodes=2,
+        final_episodes=3,
         eval_max_steps=100,
         norm_init_iter=100,
     ),
-    # A few minutes per training notebook on a laptop: enough to see learning start.
+    # A training notebook in under 8 minutes on a 2-core laptop CPU: an agent that balances.
     "workshop": dict(
-        total_frames=16_000,
-        init_random_frames=500,
-        buffer_size=16_000,
-        eval_every=10,
+        total_frames=50_000,
+        buffer_size=50_000,
+        eps_frames=10_000,
+        eval_every=5_000,
+        final_episodes=20,
     ),
-    # The tutorial's "proper" values.
+    # The course's real run: 100,000 frames, about 20 minutes on a 2-core CPU.
+    "full": dict(),
+}
+# The tutorial's hyperparameters per mode.
+_TUTORIAL_MODE_SETTINGS: dict[str, dict[str, object]] = {
+    "smoke": dict(_MODE_SETTINGS["smoke"], n_optim=4, eps_frames=0),
+    "workshop": dict(
+        total_frames=16_000, init_random_frames=500, buffer_size=16_000, eval_every=320
+    ),
     "full": dict(
         total_frames=500_000,
         init_random_frames=1_000,
         frames_per_batch=128,
         batch_size=256,
         buffer_size=100_000,
-        eval_every=10,
+        eval_every=1_280,
     ),
 }
 
-
-TUTORIAL = Config().replace(**TUTORIAL_SYSTEM)
+TUTORIAL = Config().replace(**TUTORIAL_RECIPE, **TUTORIAL_SYSTEM)
 
 
 def get_mode(mode: str | None = None) -> str:
@@ -131,19 +165,19 @@ def get_mode(mode: str | None = None) -> str:
 
 
 def config_for_mode(mode: str | None = None, preset: str = "course") -> Config:
-    """The hyperparameters of a course mode (see `get_mode`).
+    """The hyperparameters of a course mode (see `get_mode`) and preset.
 
-    preset "tutorial" keeps the tutorial's pipeline and process layout (4 collectors of 8
-    workers in full mode), for comparisons; "course" is the course's own.
+    preset "course" is the course's recipe and layout; "tutorial" is the tutorial's
+    hyperparameters, network, pipeline and process layout (4 collectors of 8 workers in full
+    mode), kept to compare against.
     """
     mode = get_mode(mode)
-    config = Config().replace(**_MODE_SETTINGS[mode])
     if preset == "tutorial":
         layout = dict(num_collectors=4, num_workers=8) if mode == "full" else {}
-        return config.replace(**{**TUTORIAL_SYSTEM, **layout})
+        return TUTORIAL.replace(**{**_TUTORIAL_MODE_SETTINGS[mode], **layout})
     if preset != "course":
         raise ValueError(f"Unknown preset {preset!r}: choose one of {', '.join(PRESETS)}.")
-    return config
+    return Config().replace(**_MODE_SETTINGS[mode])
 
 
 def get_device(preferred: str | torch.device | None = None) -> torch.device:

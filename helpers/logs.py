@@ -11,12 +11,12 @@ LOG_COLUMNS = (
     "frames",  # environment frames collected so far
     "trajectories",  # training episodes finished so far
     "epsilon",  # exploration rate used for the next batch
-    "loss",  # mean squared TD error of the batch's last gradient step
+    "loss",  # TD loss (Huber or squared error) of the batch's last gradient step
     "value",  # mean greedy Q-value of the states collected in this batch
     "grad_norm",  # gradient norm before clipping
     "train_episode_length",  # mean length of the training episodes that ended in this batch
-    "eval_episode_length",  # steps the greedy policy lasted (empty between evaluations)
-    "eval_moving_average",  # mean of the last 5 evaluations
+    "eval_mean",  # mean steps of the evaluation's greedy episodes (empty between evaluations)
+    "eval_std",  # their standard deviation
     "seconds",  # wall time since the run started
 )
 

@@ -56,13 +56,21 @@ def td_lambda_target(
 
 
 def make_loss(actor: QValueActor, config: Config, target: str) -> tuple[DQNLoss, SoftUpdate]:
-    """torchrl's DQN loss (squared error) with a TD(0) or TD(lambda) target, and its soft updater.
+    """torchrl's DQN loss with a TD(0) or TD(lambda) target, and its soft updater.
+
+    `config.loss_function` ("smooth_l1": Huber, or "l2") and `config.double_dqn` (the online
+    network chooses the next action, the target network values it) pick the loss's variant.
 
     The target network is a delayed copy of `actor`'s parameters held by the loss
     (`loss.target_value_network_params`); `SoftUpdate.step()` moves it by `tau`.
     """
     check_target(target)
-    loss = DQNLoss(actor, loss_function="l2", delay_value=True)
+    loss = DQNLoss(
+        actor,
+        loss_function=config.loss_function,
+        delay_value=True,
+        double_dqn=config.double_dqn,
+    )
     if target == "td0" or config.gamma * config.lmbda < GAMMA_LAMBDA_MIN:
         loss.make_value_estimator(ValueEstimators.TD0, gamma=config.gamma)
     else:

@@ -13,13 +13,28 @@ from torchrl.modules import DuelingCnnDQNet, EGreedyModule, QValueActor
 
 from helpers.config import Config
 
-CNN_KWARGS = dict(
-    num_cells=[32, 64, 64],  # output channels of the three convolutions
-    kernel_sizes=[6, 4, 3],
-    strides=[2, 2, 1],
-    activation_class=nn.ELU,
-)
-MLP_KWARGS = dict(depth=2, num_cells=[64, 64], activation_class=nn.ELU)
+# The networks, by name (Config.network). Both are torchrl's DuelingCnnDQNet: convolutions,
+# then an advantage head and a value head, each an MLP.
+NETWORKS: dict[str, dict[str, dict]] = {
+    # The course's: two convolutions (a 64x64 frame -> 32 x 6 x 6 features) and one hidden layer
+    # of 256 per head: about 0.6 M parameters, under 5 MFLOP a frame.
+    "course": dict(
+        cnn=dict(num_cells=[16, 32], kernel_sizes=[8, 4], strides=[4, 2], activation_class=nn.ReLU),
+        mlp=dict(depth=1, num_cells=[256], activation_class=nn.ReLU),
+    ),
+    # The tutorial's: three convolutions and two hidden layers of 64 per head, with ELU.
+    "tutorial": dict(
+        cnn=dict(
+            num_cells=[32, 64, 64],
+            kernel_sizes=[6, 4, 3],
+            strides=[2, 2, 1],
+            activation_class=nn.ELU,
+        ),
+        mlp=dict(depth=2, num_cells=[64, 64], activation_class=nn.ELU),
+    ),
+}
+CNN_KWARGS = NETWORKS["course"]["cnn"]  # the course network's convolutions (notebook 03)
+MLP_KWARGS = NETWORKS["course"]["mlp"]  # ... and each head's MLP
 
 
 @dataclass
@@ -45,19 +60,30 @@ class Model:
         return self.policy_explore[-1]
 
 
-def make_qnet(num_actions: int, init_bias: float) -> DuelingCnnDQNet:
-    """The tutorial's dueling network: CNN features, then advantage and value MLP heads."""
-    net = DuelingCnnDQNet(num_actions, 1, dict(CNN_KWARGS), dict(MLP_KWARGS))
+def check_network(network: str) -> str:
+    """Return `network` if it is one of NETWORKS, else raise a ValueError that lists them."""
+    if network not in NETWORKS:
+        raise ValueError(f"Unknown network {network!r}: choose one of {', '.join(NETWORKS)}.")
+    return network
+
+
+def make_qnet(num_actions: int, init_bias: float, network: str = "course") -> DuelingCnnDQNet:
+    """A dueling network (`NETWORKS[network]`): CNN features, then advantage and value MLP heads."""
+    kwargs = NETWORKS[check_network(network)]
+    net = DuelingCnnDQNet(num_actions, 1, dict(kwargs["cnn"]), dict(kwargs["mlp"]))
     # The value head's last bias starts at init_bias: a first guess at Q that speeds up learning.
     net.value[-1].bias.data.fill_(init_bias)
     return net
 
 
 def make_actor(
-    env: EnvBase, init_bias: float = 2.0, device: str | torch.device = "cpu"
+    env: EnvBase,
+    init_bias: float = 2.0,
+    device: str | torch.device = "cpu",
+    network: str = "course",
 ) -> QValueActor:
     """A greedy QValueActor for `env`, with its lazy layers initialised on a fake batch."""
-    net = make_qnet(env.action_spec.shape[-1], init_bias).to(device)
+    net = make_qnet(env.action_spec.shape[-1], init_bias, network).to(device)
     actor = QValueActor(net, in_keys=["pixels"], spec=env.action_spec).to(device)
     # Lazy layers learn their input sizes from the first batch: feed one made of zeros.
     try:
@@ -73,12 +99,13 @@ def make_actor(
 
 
 def make_egreedy(env: EnvBase, config: Config, device: str | torch.device = "cpu") -> EGreedyModule:
-    """Epsilon-greedy exploration annealed from eps_init to eps_end over the run's frames."""
+    """Epsilon-greedy exploration annealed linearly from eps_init to eps_end over
+    `config.annealing_frames` frames (`eps_frames`, or the whole run), then held at eps_end."""
     return EGreedyModule(
         env.action_spec,
         eps_init=float(config.eps_init),
         eps_end=float(config.eps_end),
-        annealing_num_steps=config.total_frames,
+        annealing_num_steps=config.annealing_frames,
         device=device,
     )
 
@@ -88,14 +115,14 @@ def make_model(env: EnvBase, config: Config, device: str | torch.device = "cpu")
 
     Args:
         env: an environment built by `helpers.envs.make_env` (gives specs and a fake batch).
-        config: hyperparameters (`init_bias`, `eps_init`, `eps_end`, `total_frames`).
+        config: hyperparameters (`network`, `init_bias`, `eps_init`, `eps_end`, `eps_frames`).
         device: where the network lives.
     """
     if not isinstance(env, EnvBase):
         raise TypeError(
             f"make_model needs a torchrl environment (make_env()), got {type(env).__name__}."
         )
-    actor = make_actor(env, config.init_bias, device)
+    actor = make_actor(env, config.init_bias, device, config.network)
     if config.pipeline == "course" and torch.device(device).type == "cpu":
         # Convolutions run about 10% faster on a CPU with channels-last weights (measured
         # here; not measured on a GPU, so left alone there). The values are the same.

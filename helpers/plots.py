@@ -16,16 +16,12 @@ def plot_training(rows: list[dict], title: str = "", path: str | Path | None = N
     """The tutorial's six panels: evaluation by frames and by trajectories, loss, value,
     gradient norm and training episode length."""
     fig, axes = plt.subplots(2, 3, figsize=(15, 8))
-    ev = "eval_episode_length"
     panels = [
-        (axes[0, 0], "frames", "frames collected", "evaluation episode length"),
-        (axes[0, 1], "trajectories", "training trajectories", "evaluation episode length"),
+        (axes[0, 0], "frames", "frames collected", "evaluation: mean episode length"),
+        (axes[0, 1], "trajectories", "training trajectories", "evaluation: mean episode length"),
     ]
     for ax, x, xlabel, ylabel in panels:
-        ax.plot(column(rows, x, ev), column(rows, ev, ev), ".", alpha=0.5, label="evaluation")
-        ax.plot(
-            column(rows, x, ev), column(rows, "eval_moving_average", ev), label="moving average"
-        )
+        _eval_curve(ax, rows, x, label="evaluation (mean ± std)")
         ax.axhline(RANDOM_POLICY_STEPS, color="grey", ls="--", lw=1, label="random policy")
         ax.set(xlabel=xlabel, ylabel=ylabel)
         ax.legend()
@@ -45,20 +41,27 @@ def plot_training(rows: list[dict], title: str = "", path: str | Path | None = N
 def plot_comparison(runs: dict[str, list[dict]], path: str | Path | None = None) -> Figure:
     """Evaluation episode length of several runs, by frames and by trajectories, on one figure."""
     fig, axes = plt.subplots(1, 2, figsize=(14, 5))
-    ev = "eval_episode_length"
     for name, rows in runs.items():
         for ax, x in zip(axes, ["frames", "trajectories"]):
-            (line,) = ax.plot(column(rows, x, ev), column(rows, ev, ev), ".", alpha=0.3)
-            avg = column(rows, "eval_moving_average", ev)
-            ax.plot(column(rows, x, ev), avg, color=line.get_color(), label=name)
+            _eval_curve(ax, rows, x, label=name)
     for ax, xlabel in zip(axes, ["frames collected", "training trajectories collected"]):
         ax.axhline(RANDOM_POLICY_STEPS, color="grey", ls="--", lw=1, label="random policy")
-        ax.set(xlabel=xlabel, ylabel="evaluation episode length")
+        ax.set(xlabel=xlabel, ylabel="evaluation: mean episode length")
         ax.legend()
     fig.tight_layout()
     if path is not None:
         fig.savefig(path, dpi=80)
     return fig
+
+
+def _eval_curve(ax, rows: list[dict], x: str, label: str | None = None) -> None:
+    """The evaluations' mean episode length against `x`, with a band of one standard deviation."""
+    xs, mean = column(rows, x, "eval_mean"), column(rows, "eval_mean", "eval_mean")
+    std = column(rows, "eval_std", "eval_mean")
+    (line,) = ax.plot(xs, mean, ".-", label=label)
+    low = [m - s for m, s in zip(mean, std)]
+    high = [m + s for m, s in zip(mean, std)]
+    ax.fill_between(xs, low, high, color=line.get_color(), alpha=0.2)
 
 
 class LiveCurve:
@@ -72,12 +75,10 @@ class LiveCurve:
         self.handle = display(self.fig, display_id=True)
 
     def update(self, rows: list[dict]) -> None:
-        ev = "eval_episode_length"
         self.ax.clear()
-        self.ax.plot(column(rows, "frames", ev), column(rows, ev, ev), ".", alpha=0.5)
-        self.ax.plot(column(rows, "frames", ev), column(rows, "eval_moving_average", ev))
+        _eval_curve(self.ax, rows, "frames")
         self.ax.axhline(RANDOM_POLICY_STEPS, color="grey", ls="--", lw=1)
-        self.ax.set(xlabel="frames collected", ylabel="evaluation episode length")
+        self.ax.set(xlabel="frames collected", ylabel="evaluation: mean episode length")
         self.handle.update(self.fig)
 
 

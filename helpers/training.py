@@ -18,6 +18,7 @@ from torchrl.modules import QValueActor
 from tqdm.auto import tqdm
 
 from helpers.checkpoints import (
+    CHECKPOINT_FILE,
     flat_params,
     load_checkpoint,
     load_params_into,
@@ -25,7 +26,13 @@ from helpers.checkpoints import (
 )
 from helpers.config import Config, config_for_mode, get_device, get_mode
 from helpers.envs import compute_norm_constants, make_env
-from helpers.evaluation import play_episode
+from helpers.evaluation import (
+    EVAL_SEED,
+    TEST_SEED,
+    episode_lengths,
+    episode_stats,
+    evaluate_checkpoint,
+)
 from helpers.logs import CsvLog
 from helpers.losses import check_target, make_loss
 from helpers.models import make_model
@@ -33,14 +40,14 @@ from helpers.plots import LiveCurve, in_notebook, plot_training
 from helpers.replay import make_replay_buffer, scratch_dir
 from helpers.workers import StopOnInterrupt, stop_workers, worker_processes
 
-RUN_FILE, LOG_FILE, CHECKPOINT_FILE, CURVES_FILE = (
+RUN_FILE, LOG_FILE, CURVES_FILE, EVALUATION_FILE = (
     "run.json",
     "log.csv",
-    "checkpoint.pt",
     "curves.png",
+    "evaluation.json",
 )
+RUN_FILES = (RUN_FILE, LOG_FILE, CHECKPOINT_FILE, CURVES_FILE, EVALUATION_FILE)
 PREVIOUS_DIR = "previous"  # where overwrite=True moves the run it replaces
-EVAL_AVERAGE = 5  # the moving average covers this many evaluations
 
 
 @dataclass
@@ -51,7 +58,8 @@ class TrainResult:
     rows: list[dict]
     frames: int
     interrupted: bool
-    actor: QValueActor  # the trained greedy policy
+    actor: QValueActor  # the trained greedy policy (the best-evaluated parameters)
+    final_eval: dict | None = None  # the final evaluation's statistics (None if interrupted)
 
     @property
     def log_path(self) -> Path:
@@ -89,7 +97,7 @@ def _prepare_out_dir(out_dir: Path, run: dict, resume: bool, overwrite: bool) ->
         previous = out_dir / PREVIOUS_DIR
         shutil.rmtree(previous, ignore_errors=True)
         previous.mkdir()
-        for name in (RUN_FILE, LOG_FILE, CHECKPOINT_FILE, CURVES_FILE):
+        for name in RUN_FILES:
             if (out_dir / name).exists():
                 (out_dir / name).rename(previous / name)
         print(f"The run that was in {out_dir} is now in {previous}.")
@@ -156,8 +164,9 @@ def train(
     )
     model = make_model(eval_env, config, device)
     loss_module, target_updater = make_loss(model.actor, config, target)
-    optim = torch.optim.Adam(loss_module.parameters(), lr=config.lr, betas=config.betas)
+    optim = make_optimizer(loss_module, config, device)
     frames = batch = trajectories = 0
+    best = {"eval": -math.inf, "frames": 0, "params": None}
     if state is not None:
         load_params_into(model.actor, state["params"], str(out_dir))
         loss_module.target_value_network_params.flatten_keys(".").update_(
@@ -166,6 +175,9 @@ def train(
         optim.load_state_dict(state["optimizer"])
         model.egreedy.eps.fill_(state["epsilon"])
         frames, batch, trajectories = state["frames"], state["batches"], state["trajectories"]
+        if state.get("best_params") is not None:
+            best = {"eval": state["best_eval"], "frames": state["best_frames"]}
+            best["params"] = {k: v.to(device) for k, v in state["best_params"].items()}
     remaining = config.total_frames - frames
     if remaining < config.frames_per_batch:
         raise ValueError(
@@ -176,7 +188,8 @@ def train(
     log = CsvLog(out_dir / LOG_FILE, append=state is not None)
     live = LiveCurve() if (in_notebook() if live_plot is None else live_plot) else None
     workers_before = {p.pid for p in worker_processes()}
-    start, evals, stored = time.monotonic(), [], 0
+    start, stored = time.monotonic(), 0
+    eval_seeds = list(range(EVAL_SEED, EVAL_SEED + config.eval_episodes))
     collector = None
     bar = tqdm(total=config.total_frames, initial=frames, unit="frame", disable=not progress)
     with scratch_dir(out_dir) as scratch, StopOnInterrupt() as stop:
@@ -222,30 +235,29 @@ def train(
                 if stored >= config.init_random_frames and len(replay):
                     for _ in range(config.n_optim):
                         sample = replay.sample().to(device, non_blocking=True)
-                        loss = loss_module(sample)["loss"]
-                        loss.backward()
-                        grad_norm = torch.nn.utils.clip_grad_norm_(
-                            loss_module.parameters(), config.max_grad_norm
+                        loss, grad_norm = gradient_step(
+                            loss_module, optim, target_updater, sample, config.max_grad_norm
                         )
-                        optim.step()
-                        optim.zero_grad(set_to_none=True)
-                        target_updater.step()
-                    row.update(loss=loss.item(), grad_norm=grad_norm.item())
+                    row.update(loss=loss, grad_norm=grad_norm)
                 model.egreedy.step(new_frames)
                 collector.update_policy_weights_()
                 row["epsilon"] = float(model.egreedy.eps)
-                if batch % config.eval_every == 0 or frames >= config.total_frames:
-                    evals.append(play_episode(model.actor, eval_env, config.eval_max_steps).numel())
-                    row["eval_episode_length"] = evals[-1]
-                    row["eval_moving_average"] = sum(evals[-EVAL_AVERAGE:]) / len(
-                        evals[-EVAL_AVERAGE:]
+                due = frames // config.eval_every > (frames - new_frames) // config.eval_every
+                if batch == 0 or due or frames >= config.total_frames:
+                    lengths = episode_lengths(
+                        model.actor, eval_env, eval_seeds, config.eval_max_steps
                     )
+                    stats = episode_stats(lengths)
+                    row.update(eval_mean=stats["mean"], eval_std=stats["std"])
+                    if stats["mean"] >= best["eval"]:  # ties go to the later, longer-trained agent
+                        best = {"eval": stats["mean"], "frames": frames}
+                        best["params"] = flat_params(loss_module.value_network_params)
                 row["seconds"] = round(time.monotonic() - start, 2)
                 log.write(row)
                 batch += 1
                 bar.update(new_frames)
                 bar.set_postfix(_postfix(log.rows), refresh=False)
-                if live is not None and "eval_episode_length" in row:
+                if live is not None and "eval_mean" in row:
                     live.update(log.rows)
                 if stop.requested:
                     break
@@ -275,16 +287,75 @@ def train(
                 optimizer=optim.state_dict(),
                 obs_norm=obs_norm_state_dict,
                 epsilon=float(model.egreedy.eps),
+                best_params=best["params"],
+                best_eval=best["eval"],
+                best_frames=best["frames"],
             )
             if log.rows:
                 plt.close(plot_training(log.rows, f"{target} ({mode} mode)", out_dir / CURVES_FILE))
-    return TrainResult(out_dir, log.rows, frames, interrupted, model.actor)
+    if best["params"] is not None:
+        load_params_into(model.actor, best["params"], str(out_dir))
+    final_eval = None
+    if not interrupted and config.final_episodes > 0:
+        final_eval = final_evaluation(out_dir, config, progress)
+    return TrainResult(out_dir, log.rows, frames, interrupted, model.actor, final_eval)
+
+
+def make_optimizer(loss_module: torch.nn.Module, config: Config, device: torch.device):
+    """Adam on the loss's trainable parameters; its fused kernel where torch has one.
+
+    The fused and plain paths compute the same update; fused costs one kernel per step rather
+    than several per parameter, which matters for a small network.
+    """
+    try:
+        return torch.optim.Adam(
+            loss_module.parameters(), lr=config.lr, betas=config.betas, fused=True
+        )
+    except RuntimeError:  # no fused Adam for this device
+        return torch.optim.Adam(loss_module.parameters(), lr=config.lr, betas=config.betas)
+
+
+def gradient_step(
+    loss_module: torch.nn.Module,
+    optim: torch.optim.Optimizer,
+    target_updater,
+    sample,
+    max_grad_norm: float,
+) -> tuple[float, float]:
+    """One DQN update on `sample`: loss, backward, clip, Adam step, soft target update.
+
+    Returns the loss and the gradient norm before clipping.
+    """
+    loss = loss_module(sample)["loss"]
+    loss.backward()
+    grad_norm = torch.nn.utils.clip_grad_norm_(loss_module.parameters(), max_grad_norm)
+    optim.step()
+    optim.zero_grad(set_to_none=True)
+    target_updater.step()
+    return loss.item(), grad_norm.item()
+
+
+def final_evaluation(out_dir: Path, config: Config, progress: bool = True) -> dict:
+    """`config.final_episodes` deterministic episodes of the run's agent on the test seeds,
+    written to evaluation.json; the same numbers as `python -m helpers evaluate`."""
+    if progress:
+        print(f"Final evaluation: {config.final_episodes} episodes on seeds {TEST_SEED}+ ...")
+    stats = evaluate_checkpoint(
+        out_dir / CHECKPOINT_FILE, config.final_episodes, TEST_SEED, config.eval_max_steps
+    )
+    (out_dir / EVALUATION_FILE).write_text(json.dumps(stats, indent=1))
+    if progress:
+        print(
+            f"Final evaluation: mean {stats['mean']:.1f} steps (std {stats['std']:.1f}, "
+            f"min {stats['min']}, max {stats['max']}) over {stats['episodes']} episodes"
+        )
+    return stats
 
 
 def _postfix(rows: list[dict]) -> dict:
     """The progress bar's summary: last loss and value, last evaluation."""
     last = rows[-1]
-    evals = [r["eval_episode_length"] for r in rows if not math.isnan(r["eval_episode_length"])]
+    evals = [r["eval_mean"] for r in rows if not math.isnan(r["eval_mean"])]
     return {
         "loss": f"{last['loss']:.4f}",
         "value": f"{last['value']:.3f}",

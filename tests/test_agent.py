@@ -1,6 +1,7 @@
 """Loading trained agents, evaluating them and filming them (uses a real smoke training run)."""
 
 import json
+import shutil
 
 import imageio.v2 as imageio
 import pytest
@@ -8,9 +9,22 @@ import torch
 from clitools import cli
 from tensordict import TensorDict
 
-from helpers.checkpoints import CheckpointError, load_agent
+from helpers.checkpoints import (
+    AGENT_FILE,
+    SHIPPED_DIR,
+    SHIPPED_RUN_FILES,
+    CheckpointError,
+    load_agent,
+    ship_run,
+)
 from helpers.config import config_for_mode
-from helpers.evaluation import play_episode
+from helpers.evaluation import (
+    EVAL_SEED,
+    TEST_SEED,
+    episode_stats,
+    evaluate_checkpoint,
+    play_episode,
+)
 from helpers.video import RAW_KEY, keep_raw_frames, write_video
 
 
@@ -77,6 +91,60 @@ def test_evaluate_json_is_consistent(checkpoint):
         ).stdout
     )
     assert again["lengths"] == lengths, "deterministic episodes with the same seeds differ"
+
+
+def test_evaluation_seeds_and_workers(checkpoint):
+    # Episode i is played on seed seed+i whatever the number of processes sharing them.
+    one = evaluate_checkpoint(checkpoint, episodes=4, seed=7, workers=1)
+    two = evaluate_checkpoint(checkpoint, episodes=4, seed=7, workers=2)
+    assert one["lengths"] == two["lengths"]
+    agent = load_agent(checkpoint)
+    env = agent.make_env()
+    by_hand = [play_episode(agent.policy, env, seed=s).numel() for s in (7, 8, 9, 10)]
+    env.close()
+    assert one["lengths"] == by_hand
+    assert TEST_SEED - EVAL_SEED >= 1_000  # the two seed sets never overlap at these sizes
+
+
+def test_episode_stats_by_hand():
+    stats = episode_stats([10, 20, 60])
+    assert (stats["mean"], stats["min"], stats["max"]) == (30, 10, 60)
+    assert stats["std"] == pytest.approx((((20**2) + (10**2) + (30**2)) / 3) ** 0.5)  # 21.60
+
+
+def test_shipped_run_checks_its_manifest(checkpoint, tmp_path):
+    run = shutil.copytree(checkpoint.parent, tmp_path / "run")
+    (run / "command.json").write_text('{"command": "test", "rc": 0, "wall_seconds": 1}')
+    dest = tmp_path / "shipped"
+    manifest = ship_run(run, dest)
+    names = sorted(line.split()[1] for line in manifest.read_text().splitlines())
+    assert names == sorted(["agent.pt", *SHIPPED_RUN_FILES])
+    agent = load_agent(dest / "agent.pt")
+    torch.testing.assert_close(
+        agent.policy(TensorDict({"pixels": torch.zeros(1, 4, 64, 64)}, [1]))["action_value"],
+        load_agent(checkpoint).policy(TensorDict({"pixels": torch.zeros(1, 4, 64, 64)}, [1]))[
+            "action_value"
+        ],
+    )
+    assert (dest / "agent.pt").stat().st_size < 5e6  # no optimizer state, no target network
+    data = bytearray((dest / "agent.pt").read_bytes())
+    data[-100] ^= 1
+    (dest / "agent.pt").write_bytes(bytes(data))
+    with pytest.raises(CheckpointError, match="changed since it was shipped"):
+        load_agent(dest / "agent.pt")
+    shutil.copyfile(checkpoint, dest / "mine.pt")
+    with pytest.raises(CheckpointError, match="not listed"):
+        load_agent(dest / "mine.pt")
+
+
+@pytest.mark.parametrize("target", ["td-lambda", "td0"])
+def test_shipped_agents_replay_their_recorded_episodes(target):
+    folder = SHIPPED_DIR / target
+    if not folder.exists():
+        pytest.fail(f"no shipped agent in {folder}")
+    recorded = json.loads((folder / "evaluation.json").read_text())
+    again = evaluate_checkpoint(folder / AGENT_FILE, episodes=2, seed=recorded["seed"], workers=1)
+    assert again["lengths"] == recorded["lengths"][:2]
 
 
 @pytest.mark.parametrize("suffix", [".mp4", ".gif"])
@@ -153,7 +221,9 @@ class Exploit:
 def test_other_architecture_is_refused(checkpoint, tmp_path):
     state = torch.load(checkpoint, weights_only=True)
     key = next(k for k in state["params"] if k.endswith("weight"))
-    state["params"][key] = torch.zeros(3, 3)
+    for name in ("params", "best_params"):  # the kept agent is best_params when there is one
+        if state.get(name):
+            state[name][key] = torch.zeros(3, 3)
     other = tmp_path / "other.pt"
     torch.save(state, other)
     with pytest.raises(CheckpointError, match="different network architecture"):

@@ -39,7 +39,13 @@ def test_format_bench_names_the_machine():
             "full_buffer_naive_mb": 13111.0,
         },
         "optimisation_samples_per_s": 700.0,
+        "recipe_optimisation_samples_per_s": 2000.0,
         "training": {
+            "recipe": {
+                "frames_per_s": 150.0,
+                "peak_memory_mb": 1500.0,
+                "fraction_of_optimisation_bound": 0.6,
+            },
             "course": {
                 "frames_per_s": 50.0,
                 "peak_memory_mb": 3000.0,
@@ -47,8 +53,10 @@ def test_format_bench_names_the_machine():
             },
             "tutorial": {"frames_per_s": 40.0, "peak_memory_mb": 3100.0},
             "speedup": 1.25,
+            "recipe_speedup": 3.75,
         },
     }
     text = format_bench(result)
-    assert "test machine" in text and "1.25x" in text and "80% of raw" in text
+    assert "test machine" in text and "1.25x / 3.75x" in text and "80% of raw" in text
+    assert "150.0 (60% of its optimisation bound)" in text and "2000 / 700" in text
     assert "131,110" in text and "4,290" in text and "411 MB / 13,111 MB" in text

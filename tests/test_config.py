@@ -9,7 +9,7 @@ import torch
 
 from helpers.config import (
     MODES,
-    SYSTEM_FIELDS,
+    TUTORIAL_RECIPE,
     Config,
     config_for_mode,
     get_device,
@@ -37,22 +37,63 @@ def test_unknown_mode_lists_the_valid_ones(monkeypatch):
         assert mode in str(err.value)
 
 
-def test_full_mode_has_the_tutorials_proper_values():
+def test_full_mode_is_the_course_recipe_and_the_tutorial_preset_keeps_its_values():
     full = config_for_mode("full")
-    assert (full.total_frames, full.frames_per_batch, full.batch_size) == (500_000, 128, 256)
-    assert (full.buffer_size, full.init_random_frames) == (100_000, 1_000)
+    assert (full.total_frames, full.frames_per_batch, full.batch_size, full.n_optim) == (
+        100_000,
+        32,
+        128,
+        2,
+    )
+    assert (full.network, full.loss_function, full.double_dqn, full.tau) == (
+        "course",
+        "smooth_l1",
+        True,
+        0.04,
+    )
+    assert (full.eps_init, full.eps_end, full.eps_frames) == (1.0, 0.05, 20_000)
+    assert (full.eval_episodes, full.final_episodes) == (5, 100)
     tutorial = config_for_mode("full", preset="tutorial")
+    # The tutorial's "proper" values, network, loss, exploration and layout.
+    assert (tutorial.total_frames, tutorial.frames_per_batch, tutorial.batch_size) == (
+        500_000,
+        128,
+        256,
+    )
+    assert (tutorial.buffer_size, tutorial.init_random_frames, tutorial.n_optim) == (
+        100_000,
+        1_000,
+        8,
+    )
+    assert (tutorial.network, tutorial.loss_function, tutorial.double_dqn) == (
+        "tutorial",
+        "l2",
+        False,
+    )
+    assert (tutorial.eps_init, tutorial.eps_end, tutorial.annealing_frames) == (
+        0.1,
+        0.005,
+        500_000,
+    )
+    assert (tutorial.lr, tutorial.tau, tutorial.max_grad_norm) == (2e-3, 0.005, 1.0)
     assert (tutorial.num_workers, tutorial.num_collectors, tutorial.pipeline) == (8, 4, "tutorial")
-    assert tutorial.replace(**{k: getattr(full, k) for k in SYSTEM_FIELDS}) == full
 
 
-def test_the_tutorial_preset_changes_only_the_pipeline_and_layout():
+def test_the_tutorial_preset_changes_the_recipe_and_the_layout():
     for mode in MODES:
         course, tutorial = config_for_mode(mode), config_for_mode(mode, preset="tutorial")
-        changed = {k for k, v in course.to_dict().items() if tutorial.to_dict()[k] != v}
-        assert changed <= set(SYSTEM_FIELDS) and "pipeline" in changed
+        for name, value in TUTORIAL_RECIPE.items():
+            if name not in ("eps_frames", "eval_episodes", "batch_size", "n_optim"):
+                assert getattr(tutorial, name) == value, (mode, name)
+        assert tutorial.pipeline == "tutorial" and course.pipeline == "course"
+        assert tutorial.network == "tutorial" and course.network == "course"
     with pytest.raises(ValueError, match="course, tutorial"):
         config_for_mode("smoke", preset="fast")
+
+
+def test_epsilon_anneals_over_eps_frames_or_the_whole_run():
+    assert Config(total_frames=1_000, eps_frames=300).annealing_frames == 300
+    assert Config(total_frames=1_000, eps_frames=0).annealing_frames == 1_000
 
 
 def test_modes_grow_from_smoke_to_full():

@@ -2,6 +2,7 @@
 
 import pytest
 import torch
+import torch.nn.functional as F
 from tensordict import TensorDict
 
 from helpers.config import config_for_mode
@@ -99,15 +100,17 @@ def test_unknown_target():
         check_target("td2")
 
 
+@pytest.mark.parametrize("double_dqn,loss_function", [(True, "smooth_l1"), (False, "l2")])
 @pytest.mark.parametrize("target,shape", [("td0", (12,)), ("td-lambda", (3, 5))])
-def test_dqn_loss_equals_the_hand_written_loss(obs_norm, target, shape):
+def test_dqn_loss_equals_the_hand_written_loss(obs_norm, target, shape, double_dqn, loss_function):
     torch.manual_seed(0)
-    config = config_for_mode("smoke")
+    config = config_for_mode("smoke").replace(double_dqn=double_dqn, loss_function=loss_function)
     env = make_env(obs_norm_state_dict=obs_norm)
     model = make_model(env, config)
     env.close()
     loss_module, _ = make_loss(model.actor, config, target)
-    loss_module.target_value_network_params.apply_(lambda p: p.add_(0.01 * torch.randn_like(p)))
+    # Far enough from the trainable parameters that the two networks prefer different actions.
+    loss_module.target_value_network_params.apply_(lambda p: p.add_(0.5 * torch.randn_like(p)))
     done = torch.rand(*shape, 1) < 0.3
     terminated = done & (torch.rand(*shape, 1) < 0.5)
     batch = TensorDict(
@@ -126,15 +129,31 @@ def test_dqn_loss_equals_the_hand_written_loss(obs_norm, target, shape):
     q = (q_values(model.actor, model.params, batch["pixels"]) * batch["action"]).sum(
         -1, keepdim=True
     )
-    next_v = q_values(model.actor, loss_module.target_value_network_params, batch["next", "pixels"])
-    next_v = next_v.max(-1, keepdim=True).values
+    with torch.no_grad():
+        next_pixels = batch["next", "pixels"]
+        next_q_target = q_values(model.actor, loss_module.target_value_network_params, next_pixels)
+        online_choice = q_values(model.actor, model.params, next_pixels).argmax(-1, keepdim=True)
+    double_v = next_q_target.gather(-1, online_choice)
+    max_v = next_q_target.max(-1, keepdim=True).values
+    assert (double_v != max_v).any(), "the test needs samples where the two targets differ"
+    next_v = double_v if double_dqn else max_v
     reward = batch["next", "reward"]
     if target == "td0":
         y = td0_target(reward, next_v, terminated, config.gamma)
     else:
         y = td_lambda_target(reward, next_v, done, terminated, config.gamma, config.lmbda)
-    expected = ((q - y.detach()) ** 2).mean()
+    error = q - y.detach()
+    if loss_function == "l2":
+        expected = (error**2).mean()
+    else:  # Huber with a threshold of 1
+        expected = torch.where(error.abs() <= 1, 0.5 * error**2, error.abs() - 0.5).mean()
     torch.testing.assert_close(loss_module(batch)["loss"], expected)
+
+
+def test_huber_loss_by_hand():
+    # 0.5 * 0.5**2 = 0.125 inside the threshold; 3 - 0.5 = 2.5 beyond it.
+    assert F.smooth_l1_loss(torch.tensor([0.5]), torch.tensor([0.0])).item() == 0.125
+    assert F.smooth_l1_loss(torch.tensor([3.0]), torch.tensor([0.0])).item() == 2.5
 
 
 def test_dqn_loss_with_lambda_zero_is_td0(obs_norm):

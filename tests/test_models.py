@@ -5,9 +5,9 @@ import torch
 from tensordict import TensorDict
 from torchrl.envs import ExplorationType, set_exploration_type
 
-from helpers.config import config_for_mode
+from helpers.config import Config, config_for_mode
 from helpers.envs import make_env
-from helpers.models import make_model, q_values
+from helpers.models import make_egreedy, make_model, make_qnet, q_values
 
 
 @pytest.fixture(scope="module")
@@ -66,15 +66,37 @@ def test_target_params_are_a_detached_copy(model):
     )
 
 
-def test_epsilon_anneals_to_eps_end(model):
-    config = config_for_mode("smoke")
-    assert model.egreedy.eps.item() == pytest.approx(config.eps_init)
-    model.egreedy.step(config.total_frames // 2)
-    assert model.egreedy.eps.item() == pytest.approx(
-        (config.eps_init + config.eps_end) / 2, abs=1e-4
-    )
-    model.egreedy.step(config.total_frames)
-    assert model.egreedy.eps.item() == pytest.approx(config.eps_end)
+def test_epsilon_anneals_to_eps_end_over_eps_frames_then_holds(env):
+    # 1.0 -> 0.05 over 2,000 frames of a 10,000-frame run: -0.000475 per frame.
+    config = Config(total_frames=10_000, eps_init=1.0, eps_end=0.05, eps_frames=2_000)
+    egreedy = make_egreedy(env, config)
+    assert egreedy.eps.item() == pytest.approx(1.0)
+    egreedy.step(500)
+    assert egreedy.eps.item() == pytest.approx(1.0 - 500 * 0.95 / 2_000, abs=1e-4)  # 0.7625
+    egreedy.step(1_000)
+    assert egreedy.eps.item() == pytest.approx(0.2875, abs=1e-4)  # float32 steps
+    egreedy.step(500)
+    assert egreedy.eps.item() == pytest.approx(0.05, abs=1e-4)
+    egreedy.step(7_000)  # the rest of the run: held at eps_end
+    assert egreedy.eps.item() == pytest.approx(0.05, abs=1e-4)
+
+
+def test_the_course_network_has_the_recipes_shapes(env):
+    net = make_qnet(2, init_bias=2.0)
+    net(torch.zeros(1, 4, 64, 64))
+    convs = [m for m in net.features.modules() if isinstance(m, torch.nn.Conv2d)]
+    assert [(c.out_channels, c.kernel_size, c.stride) for c in convs] == [
+        (16, (8, 8), (4, 4)),
+        (32, (4, 4), (2, 2)),
+    ]
+    assert net.features(torch.zeros(1, 4, 64, 64)).shape == (1, 32 * 6 * 6)
+    # 4*16*8*8+16 + 16*32*4*4+32 + 2 heads of (1152*256+256) + 256*2+2 + 256*1+1
+    assert sum(p.numel() for p in net.parameters()) == 4_112 + 8_224 + 2 * 295_168 + 514 + 257
+    assert net.value[-1].bias.item() == 2.0
+    tutorial = make_qnet(2, init_bias=2.0, network="tutorial")
+    assert tutorial.features(torch.zeros(1, 4, 64, 64)).shape == (1, 64 * 12 * 12)
+    with pytest.raises(ValueError, match="course, tutorial"):
+        make_qnet(2, 2.0, network="huge")
 
 
 def test_exploration_only_in_random_mode(env):

@@ -52,7 +52,13 @@ def td0_run(tmp_path_factory):
 def test_train_writes_log_checkpoint_and_curves(td0_run):
     out, result, _, _ = td0_run
     assert result.returncode == 0, result.stderr[-2000:]
-    assert {p.name for p in out.iterdir()} == {"run.json", "log.csv", "checkpoint.pt", "curves.png"}
+    assert {p.name for p in out.iterdir()} == {
+        "run.json",
+        "log.csv",
+        "checkpoint.pt",
+        "curves.png",
+        "evaluation.json",
+    }
     assert json.loads((out / "run.json").read_text())["target"] == "td0"
 
 
@@ -64,9 +70,7 @@ def test_log_has_a_row_per_batch_and_a_real_loss(td0_run):
     losses = [r["loss"] for r in rows if not math.isnan(r["loss"])]
     assert len(losses) >= 2 and all(math.isfinite(x) for x in losses)
     assert len(set(losses)) > 1, "the loss never changed"
-    assert not math.isnan(rows[0]["eval_episode_length"]) and not math.isnan(
-        rows[-1]["eval_episode_length"]
-    )
+    assert not math.isnan(rows[0]["eval_mean"]) and not math.isnan(rows[-1]["eval_mean"])
     assert rows[-1]["epsilon"] < rows[0]["epsilon"]
 
 
@@ -79,6 +83,26 @@ def test_checkpoint_holds_the_run(td0_run):
     assert any(
         not torch.equal(state["params"][k], state["target_params"][k]) for k in state["params"]
     )
+
+
+def test_the_run_keeps_its_best_evaluated_agent(td0_run):
+    out, _, _, _ = td0_run
+    rows = [r for r in read_log(out / "log.csv") if not math.isnan(r["eval_mean"])]
+    state = torch.load(out / "checkpoint.pt", weights_only=True)
+    best = max(r["eval_mean"] for r in rows)
+    # Ties go to the later evaluation: the agent that trained longer.
+    best_frames = [r["frames"] for r in rows if r["eval_mean"] == best][-1]
+    assert state["best_eval"] == pytest.approx(best) and state["best_frames"] == best_frames
+    assert state["best_params"].keys() == state["params"].keys()
+
+
+def test_final_evaluation_is_what_evaluate_prints(td0_run):
+    out, _, _, _ = td0_run
+    saved = json.loads((out / "evaluation.json").read_text())
+    assert saved["episodes"] == 3 and saved["seed"] == 200_000  # smoke: 3 test episodes
+    again = cli("evaluate", "--checkpoint", str(out), "--episodes", "3", "--json")
+    assert again.returncode == 0, again.stderr[-2000:]
+    assert json.loads(again.stdout)["lengths"] == saved["lengths"]
 
 
 def test_nothing_left_behind(td0_run):

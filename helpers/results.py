@@ -1,0 +1,158 @@
+"""Results of the course's recipe runs: the table the README and notebook 05 show, and reference bands.
+
+Each run of `python -m helpers train` that the course reports lives in `results/runs/NAME/`
+with its `run.json`, `log.csv`, `curves.png`, `evaluation.json` (the final evaluation) and
+`command.json` (the exact command, its exit code and wall time). Nothing here is typed in by
+hand: the table is read from those files.
+"""
+
+from __future__ import annotations
+
+import json
+import statistics
+from pathlib import Path
+
+import matplotlib.pyplot as plt
+from matplotlib.axes import Axes
+
+from helpers.logs import column, read_log
+from helpers.plots import RANDOM_POLICY_STEPS
+
+RESULTS_DIR = Path(__file__).resolve().parent.parent / "results" / "runs"
+COMMAND_FILE = "command.json"  # {"command", "rc", "wall_seconds", "started"}
+THRESHOLDS = (195, 490)  # evaluation means whose first crossing the table reports
+
+
+def preset_of(config: dict) -> str:
+    """The preset a run's settings come from: "tutorial" for the tutorial's network, else "course"."""
+    return "tutorial" if config.get("network") == "tutorial" else "course"
+
+
+def load_run(folder: str | Path) -> dict:
+    """One run's facts: settings, final evaluation, wall time and when it first crossed THRESHOLDS."""
+    folder = Path(folder)
+    run = json.loads((folder / "run.json").read_text())
+    rows = read_log(folder / "log.csv")
+    evaluation = json.loads((folder / "evaluation.json").read_text())
+    command = json.loads((folder / COMMAND_FILE).read_text())
+    frames, means = column(rows, "frames", "eval_mean"), column(rows, "eval_mean", "eval_mean")
+    seconds = column(rows, "seconds", "eval_mean")
+    result = {
+        "name": folder.name,
+        "target": run["target"],
+        "mode": run["mode"],
+        "preset": preset_of(run["config"]),
+        "seed": run["seed"],
+        "frames": int(rows[-1]["frames"]),
+        "minutes": command["wall_seconds"] / 60,
+        "command": command["command"],
+        "final": evaluation,
+        "eval_frames": frames,
+        "eval_means": means,
+    }
+    for threshold in THRESHOLDS:
+        first = next((i for i, m in enumerate(means) if m >= threshold), None)
+        result[f"frames_to_{threshold}"] = None if first is None else int(frames[first])
+        result[f"minutes_to_{threshold}"] = None if first is None else seconds[first] / 60
+    return result
+
+
+def load_runs(root: str | Path = RESULTS_DIR) -> list[dict]:
+    """Every finished run under `root` (a folder without its final evaluation is skipped)."""
+    folders = sorted(p.parent for p in Path(root).glob("*/evaluation.json"))
+    return [load_run(f) for f in folders if (f / COMMAND_FILE).exists()]
+
+
+def _fmt(value: float | None, digits: int = 0) -> str:
+    return "not reached" if value is None else f"{value:,.{digits}f}"
+
+
+def results_table(runs: list[dict]) -> str:
+    """A markdown table, a row per run: settings, frames, minutes, final evaluation, crossings."""
+    lines = [
+        "| preset | mode | target | seed | frames | minutes | final mean ± std (min–max), episodes "
+        "| frames (minutes) to 195 | frames (minutes) to 490 |",
+        "|---|---|---|---|---|---|---|---|---|",
+    ]
+    for r in sorted(runs, key=lambda r: (r["preset"], r["mode"], r["target"], r["seed"])):
+        f = r["final"]
+        crossings = [
+            f"{_fmt(r[f'frames_to_{t}'])} ({_fmt(r[f'minutes_to_{t}'], 1)})"
+            if r[f"frames_to_{t}"] is not None
+            else "not reached"
+            for t in THRESHOLDS
+        ]
+        lines.append(
+            f"| {r['preset']} | {r['mode']} | {r['target']} | {r['seed']} | {r['frames']:,} "
+            f"| {r['minutes']:.1f} | {f['mean']:.1f} ± {f['std']:.1f} ({f['min']}–{f['max']}), "
+            f"{f['episodes']} | {crossings[0]} | {crossings[1]} |"
+        )
+    return "\n".join(lines)
+
+
+def summary_table(runs: list[dict]) -> str:
+    """A markdown table, a row per (preset, mode, target): the spread of the seeds' final means."""
+    groups: dict[tuple, list[dict]] = {}
+    for r in runs:
+        groups.setdefault((r["preset"], r["mode"], r["target"]), []).append(r)
+    lines = [
+        "| preset | mode | target | seeds | final means | mean of means ± std | minutes (max) |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for (preset, mode, target), group in sorted(groups.items()):
+        means = [g["final"]["mean"] for g in sorted(group, key=lambda g: g["seed"])]
+        spread = statistics.pstdev(means) if len(means) > 1 else 0.0
+        lines.append(
+            f"| {preset} | {mode} | {target} | {len(group)} | "
+            f"{', '.join(f'{m:.1f}' for m in means)} | {statistics.fmean(means):.1f} ± {spread:.1f} "
+            f"| {max(g['minutes'] for g in group):.1f} |"
+        )
+    return "\n".join(lines)
+
+
+def band(runs: list[dict]) -> tuple[list[float], list[float], list[float], list[float]]:
+    """Frames, lowest, mean and highest evaluation mean across runs, evaluation by evaluation.
+
+    The runs' evaluations happen at the same frame counts (every `eval_every` frames, to a
+    batch), so the i-th evaluation of every run is one point of the band.
+    """
+    n = min(len(r["eval_means"]) for r in runs)
+    frames = [statistics.fmean(r["eval_frames"][i] for r in runs) for i in range(n)]
+    values = [[r["eval_means"][i] for r in runs] for i in range(n)]
+    return (
+        frames,
+        [min(v) for v in values],
+        [statistics.fmean(v) for v in values],
+        [max(v) for v in values],
+    )
+
+
+def plot_band(ax: Axes, runs: list[dict], label: str, color: str | None = None) -> None:
+    """Draw the runs' mean evaluation curve and the band from their lowest to highest."""
+    frames, low, mean, high = band(runs)
+    (line,) = ax.plot(frames, mean, color=color, label=f"{label}: mean of {len(runs)} seeds")
+    ax.fill_between(frames, low, high, color=line.get_color(), alpha=0.2, label=f"{label}: range")
+
+
+def reference_runs(mode: str, target: str, preset: str = "course") -> list[dict]:
+    """The shipped runs of one mode, target and preset (empty if there are none)."""
+    return [
+        r for r in load_runs() if (r["mode"], r["target"], r["preset"]) == (mode, target, preset)
+    ]
+
+
+def plot_reference(rows: list[dict] | None, mode: str, target: str, title: str = ""):
+    """A learner's evaluation curve (`rows` of a log) over the course's reference band."""
+    fig, ax = plt.subplots(figsize=(8, 4))
+    reference = reference_runs(mode, target)
+    if reference:
+        plot_band(ax, reference, "course's runs")
+    if rows:
+        frames, means = column(rows, "frames", "eval_mean"), column(rows, "eval_mean", "eval_mean")
+        ax.plot(frames, means, "k.-", label="your run")
+    ax.axhline(RANDOM_POLICY_STEPS, color="grey", ls="--", lw=1, label="random policy")
+    ax.set(xlabel="frames collected", ylabel="evaluation: mean episode length", title=title)
+    ax.set_ylim(0, 520)
+    ax.legend(loc="upper left")
+    fig.tight_layout()
+    return fig
