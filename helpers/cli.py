@@ -21,6 +21,7 @@ def _train(args: argparse.Namespace) -> int:
         config = config.replace(
             total_frames=args.frames, buffer_size=min(config.buffer_size, args.frames)
         )
+    config = config.with_settings(args.set)
     result = train(
         args.target,
         args.out,
@@ -118,6 +119,13 @@ def build_parser() -> argparse.ArgumentParser:
         "--frames", type=int, default=None, help="total frames to collect (default: the mode's)"
     )
     p.add_argument("--seed", type=int, default=0, help="random seed (default: 0)")
+    p.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="NAME=VALUE",
+        help="change one setting of the mode's config, e.g. --set n_optim=3 (repeatable)",
+    )
     p.add_argument(
         "--out", required=True, help="run folder: run.json, log.csv, curves.png, checkpoint.pt"
     )

@@ -82,6 +82,34 @@ class Config:
         """The inverse of `to_dict` (JSON and checkpoints turn the betas tuple into a list)."""
         return cls(**{**values, "betas": tuple(values["betas"])})
 
+    def with_settings(self, settings: list[str]) -> Config:
+        """A copy with "name=value" settings applied, each value read as its field's type.
+
+        For recipe studies from the command line: `train ... --set n_optim=3 --set lr=5e-4`.
+        """
+        types = {f.name: type(getattr(self, f.name)) for f in dataclasses.fields(self)}
+        changes: dict[str, object] = {}
+        for setting in settings:
+            name, sep, text = setting.partition("=")
+            if not sep or name not in types or name == "betas":
+                raise ValueError(
+                    f"Cannot apply --set {setting!r}: write NAME=VALUE with NAME one of "
+                    f"{', '.join(n for n in types if n != 'betas')}."
+                )
+            kind = types[name]
+            try:
+                if kind is bool:
+                    if text.lower() not in ("true", "false"):
+                        raise ValueError(text)
+                    changes[name] = text.lower() == "true"
+                else:
+                    changes[name] = kind(text)
+            except ValueError:
+                raise ValueError(
+                    f"Cannot apply --set {setting!r}: {name} takes a value of type {kind.__name__}."
+                ) from None
+        return self.replace(**changes)
+
     @property
     def annealing_frames(self) -> int:
         """Frames over which epsilon anneals: `eps_frames`, or the whole run when it is 0."""

@@ -130,3 +130,24 @@ def test_config_round_trips_through_json():
 
     config = config_for_mode("full")
     assert Config.from_dict(json.loads(json.dumps(config.to_dict()))) == config
+
+
+def test_settings_from_the_command_line_take_their_fields_types():
+    config = Config().with_settings(
+        ["n_optim=3", "lr=5e-4", "double_dqn=false", "eps_frames=1_000"]
+    )
+    assert (config.n_optim, config.lr, config.double_dqn, config.eps_frames) == (
+        3,
+        5e-4,
+        False,
+        1000,
+    )
+    assert Config().with_settings([]) == Config()
+    for bad, message in [
+        ("gamma", "NAME=VALUE"),
+        ("learning_rate=1", "NAME=VALUE"),
+        ("n_optim=1.5", "of type int"),
+        ("double_dqn=yes", "of type bool"),
+    ]:
+        with pytest.raises(ValueError, match=message):
+            Config().with_settings([bad])
