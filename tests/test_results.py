@@ -1,0 +1,57 @@
+"""The recipe's results tables and reference bands, against hand-computed values and the README."""
+
+import json
+from pathlib import Path
+
+import pytest
+
+from helpers.logs import CsvLog
+from helpers.results import RESULTS_DIR, band, load_runs, results_table, summary_table
+
+README = Path(__file__).resolve().parent.parent / "README.md"
+
+
+def write_run(folder: Path, seed: int, evals: list[tuple[int, float]], final: list[int]) -> None:
+    """A run folder as `train` and the runner leave it, with the given evaluations."""
+    folder.mkdir(parents=True)
+    config = {"network": "course"}
+    (folder / "run.json").write_text(
+        json.dumps({"target": "td-lambda", "mode": "full", "seed": seed, "config": config})
+    )
+    log = CsvLog(folder / "log.csv")
+    for i, (frames, mean) in enumerate(evals):
+        log.write({"batch": i, "frames": frames, "eval_mean": mean, "seconds": 60.0 * (i + 1)})
+    n = len(final)
+    mean = sum(final) / n
+    std = (sum((x - mean) ** 2 for x in final) / n) ** 0.5
+    stats = {"episodes": n, "mean": mean, "std": std, "min": min(final), "max": max(final)}
+    (folder / "evaluation.json").write_text(json.dumps({**stats, "lengths": final}))
+    command = {"command": f"train --seed {seed}", "rc": 0, "wall_seconds": 600 + 60 * seed}
+    (folder / "command.json").write_text(json.dumps(command))
+
+
+def test_band_and_tables_by_hand(tmp_path):
+    write_run(tmp_path / "a", 0, [(32, 10.0), (10_016, 200.0), (20_000, 480.0)], [500, 480])
+    write_run(tmp_path / "b", 1, [(32, 12.0), (10_000, 100.0), (20_032, 500.0)], [500, 500])
+    runs = load_runs(tmp_path)
+    frames, low, mean, high = band(runs)
+    assert frames == [32, 10_008, 20_016]
+    assert (low, mean, high) == ([10, 100, 480], [11, 150, 490], [12, 200, 500])
+    rows = results_table(runs).splitlines()
+    # Run a: 200 >= 195 at its second evaluation (10,016 frames, 2 minutes), never 490.
+    assert (
+        "| course | full | td-lambda | 0 | 20,000 | 10.0 | 490.0 ± 10.0 (480–500), 2 |" in rows[2]
+    )
+    assert rows[2].endswith("| 10,016 (2.0) | not reached |")
+    assert rows[3].endswith("| 20,032 (3.0) | 20,032 (3.0) |")
+    summary = summary_table(runs).splitlines()
+    assert summary[2] == "| course | full | td-lambda | 2 | 490.0, 500.0 | 495.0 ± 5.0 | 11.0 |"
+
+
+def test_the_readme_shows_the_shipped_results():
+    runs = load_runs(RESULTS_DIR)
+    if not runs:
+        pytest.fail(f"no finished runs in {RESULTS_DIR}")
+    readme = README.read_text()
+    assert summary_table(runs) in readme, "README's summary table differs: paste `helpers results`"
+    assert results_table(runs) in readme, "README's run table differs: paste `helpers results`"
