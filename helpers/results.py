@@ -156,3 +156,18 @@ def plot_reference(rows: list[dict] | None, mode: str, target: str, title: str =
     ax.legend(loc="upper left")
     fig.tight_layout()
     return fig
+
+
+def plot_targets(mode: str, title: str = ""):
+    """The course's TD(0) and TD(lambda) runs of one mode, each as a band over its seeds."""
+    fig, ax = plt.subplots(figsize=(8, 4))
+    for target, label in (("td-lambda", "TD(λ)"), ("td0", "TD(0)")):
+        runs = reference_runs(mode, target)
+        if runs:
+            plot_band(ax, runs, label)
+    ax.axhline(RANDOM_POLICY_STEPS, color="grey", ls="--", lw=1, label="random policy")
+    ax.set(xlabel="frames collected", ylabel="evaluation: mean episode length", title=title)
+    ax.set_ylim(0, 520)
+    ax.legend(loc="upper left")
+    fig.tight_layout()
+    return fig
