@@ -7,4 +7,9 @@ import os
 # when torch loads, so this must run before `import torch`; importing helpers first does.)
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
+# pygame's SDL installs C-level handlers for SIGINT and SIGTERM when an environment first
+# renders, after which `kill PID`, `timeout` or `docker stop` no longer reach Python: a training
+# run would ignore them and go on to the end. Leave signals to Python (see StopOnInterrupt).
+os.environ.setdefault("SDL_NO_SIGNAL_HANDLERS", "1")
+
 __version__ = "0.1.0"

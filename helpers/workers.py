@@ -52,16 +52,19 @@ def stop_workers(keep: set[int] = frozenset(), timeout: float = 10.0) -> list[in
 
 
 class StopOnInterrupt:
-    """Turn the first Ctrl+C (or the notebook's stop button) into a polite request to stop.
+    """Turn the first Ctrl+C, the notebook's stop button or SIGTERM (`kill PID`, `timeout`,
+    `docker stop`) into a polite request to stop.
 
-    Inside the block, SIGINT sets `requested` instead of raising KeyboardInterrupt wherever the
+    Inside the block, SIGINT or SIGTERM sets `requested` instead of raising KeyboardInterrupt wherever the
     code happens to be (which can leave a collector or a functional call half done); the loop
     checks `requested` between batches. A second interrupt raises KeyboardInterrupt at once.
     """
 
+    SIGNALS = (signal.SIGINT, signal.SIGTERM)
+
     def __init__(self) -> None:
         self.requested = False
-        self._previous = None
+        self._previous: dict = {}
 
     def _handler(self, signum, frame) -> None:
         if self.requested:
@@ -71,9 +74,9 @@ class StopOnInterrupt:
 
     def __enter__(self) -> StopOnInterrupt:
         if threading.current_thread() is threading.main_thread():
-            self._previous = signal.signal(signal.SIGINT, self._handler)
+            self._previous = {s: signal.signal(s, self._handler) for s in self.SIGNALS}
         return self
 
     def __exit__(self, *exc: object) -> None:
-        if self._previous is not None:
-            signal.signal(signal.SIGINT, self._previous)
+        for signum, previous in self._previous.items():
+            signal.signal(signum, previous)

@@ -132,7 +132,11 @@ def test_resume_continues_the_run(td0_run, tmp_path):
     assert torch.load(copy / "checkpoint.pt", weights_only=True)["frames"] == FRAMES + 64
 
 
-def test_interrupt_keeps_log_and_checkpoint_and_stops_workers(tmp_path):
+@pytest.mark.parametrize(
+    "signum",
+    [signal.SIGINT, signal.SIGTERM],  # Jupyter's stop button; `kill PID`, `timeout`, schedulers
+)
+def test_interrupt_keeps_log_and_checkpoint_and_stops_workers(tmp_path, signum):
     out = tmp_path / "run"
     workers_before = spawned_workers()
     env = {**os.environ, "SDL_VIDEODRIVER": "dummy"}
@@ -159,7 +163,7 @@ def test_interrupt_keeps_log_and_checkpoint_and_stops_workers(tmp_path):
         not log.exists() or len(log.read_text().splitlines()) < 4
     ):
         time.sleep(0.5)
-    proc.send_signal(signal.SIGINT)  # what Jupyter's stop button sends to the kernel
+    proc.send_signal(signum)
     stdout, stderr = proc.communicate(timeout=120)
     assert proc.returncode == 130, stderr[-2000:]
     assert "Interrupted" in stdout
