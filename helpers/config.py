@@ -130,6 +130,7 @@ TUTORIAL_RECIPE = dict(
     loss_function="l2",
     double_dqn=False,
     batch_size=32,
+    init_random_frames=100,
     eps_init=0.1,
     eps_end=0.005,
     eps_frames=0,
