@@ -101,8 +101,8 @@ def load_checkpoint(path: str | Path) -> dict:
     A shipped agent (a SHA256SUMS manifest beside it) must also match its manifest.
     """
     path = Path(path)
-    if path.is_dir() and (path / CHECKPOINT_FILE).is_file():
-        path = path / CHECKPOINT_FILE
+    if path.is_dir():  # a run folder, or a shipped agent's folder
+        path = next((path / n for n in (CHECKPOINT_FILE, AGENT_FILE) if (path / n).is_file()), path)
     if not path.is_file():
         raise FileNotFoundError(
             f"No checkpoint at {path}. Train one first (notebook 04/05 or "
@@ -185,6 +185,10 @@ def ship_run(run_dir: str | Path, dest: str | Path) -> Path:
     log, curves, settings, final evaluation and command, and a SHA256SUMS manifest."""
     run_dir, dest = Path(run_dir), Path(dest)
     state = load_checkpoint(run_dir / CHECKPOINT_FILE)
+    if state.get("interrupted"):
+        raise ValueError(
+            f"{run_dir} holds an interrupted run: finish it (--resume) before shipping."
+        )
     missing = [name for name in SHIPPED_RUN_FILES if not (run_dir / name).is_file()]
     if missing:
         raise FileNotFoundError(f"{run_dir} is not a finished run: it lacks {', '.join(missing)}.")

@@ -151,7 +151,7 @@ _MODE_SETTINGS: dict[str, dict[str, object]] = {
         eval_max_steps=100,
         norm_init_iter=100,
     ),
-    # A training notebook in under 8 minutes on a 2-core laptop CPU: an agent that balances.
+    # A training notebook in about 5 minutes on a 2-core CPU: an agent that balances (README).
     "workshop": dict(
         total_frames=50_000,
         buffer_size=50_000,
@@ -159,7 +159,7 @@ _MODE_SETTINGS: dict[str, dict[str, object]] = {
         eval_every=5_000,
         final_episodes=20,
     ),
-    # The course's real run: 100,000 frames, about 20 minutes on a 2-core CPU.
+    # The course's real run: 100,000 frames, about 10 minutes on a 2-core CPU (README).
     "full": dict(),
 }
 # The tutorial's hyperparameters per mode.

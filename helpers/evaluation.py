@@ -54,8 +54,7 @@ def episode_stats(lengths: list[int]) -> dict:
 
 
 def _checkpoint_lengths(path: str, seeds: list[int], max_steps: int) -> list[int]:
-    """`episode_lengths` of a checkpoint's agent (run in a worker process: one thread)."""
-    torch.set_num_threads(1)
+    """`episode_lengths` of a checkpoint's agent."""
     agent = load_agent(path)
     env = agent.make_env()
     try:
@@ -85,7 +84,13 @@ def evaluate_checkpoint(
         lengths = _checkpoint_lengths(str(path), seeds, max_steps)
     else:
         shares = [seeds[i::workers] for i in range(workers)]
-        with ProcessPoolExecutor(workers, mp_context=get_context("spawn")) as pool:
+        # One torch thread per worker process: the processes share the cores.
+        with ProcessPoolExecutor(
+            workers,
+            mp_context=get_context("spawn"),
+            initializer=torch.set_num_threads,
+            initargs=(1,),
+        ) as pool:
             parts = list(
                 pool.map(_checkpoint_lengths, [str(path)] * workers, shares, [max_steps] * workers)
             )

@@ -83,6 +83,8 @@ def _prepare_out_dir(out_dir: Path, run: dict, resume: bool, overwrite: bool) ->
                 f"pipeline; cannot resume it as {asked[0]} in {asked[1]} mode with the {asked[2]} "
                 "pipeline."
             )
+        # The final evaluation belongs to the agent that finished: the resumed run writes its own.
+        (out_dir / EVALUATION_FILE).unlink(missing_ok=True)
         return state
     if run_file.exists() and not overwrite:
         old = json.loads(run_file.read_text())

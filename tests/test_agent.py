@@ -137,6 +137,24 @@ def test_shipped_run_checks_its_manifest(checkpoint, tmp_path):
         load_agent(dest / "mine.pt")
 
 
+def test_the_agent_is_the_best_evaluated_parameters(checkpoint, tmp_path):
+    state = torch.load(checkpoint, weights_only=True)
+    bias = next(k for k in state["params"] if k.endswith("value.2.bias"))
+    state["best_params"] = {k: v.clone() for k, v in state["params"].items()}
+    state["best_params"][bias].fill_(123.0)  # the kept agent differs from the last parameters
+    path = tmp_path / "best.pt"
+    torch.save(state, path)
+    agent = load_agent(path)
+    loaded = dict(agent.policy.named_parameters())
+    assert [v.item() for k, v in loaded.items() if k.endswith("value.2.bias")] == [123.0]
+    state["interrupted"] = True  # a run stopped early is not shipped
+    run = shutil.copytree(checkpoint.parent, tmp_path / "run")
+    torch.save(state, run / "checkpoint.pt")
+    (run / "command.json").write_text('{"command": "test", "rc": 0, "wall_seconds": 1}')
+    with pytest.raises(ValueError, match="interrupted run"):
+        ship_run(run, tmp_path / "shipped")
+
+
 @pytest.mark.parametrize("target", ["td-lambda", "td0"])
 def test_shipped_agents_replay_their_recorded_episodes(target):
     folder = SHIPPED_DIR / target
