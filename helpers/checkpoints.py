@@ -137,6 +137,12 @@ def load_params_into(actor: QValueActor, flat: dict[str, torch.Tensor], source: 
         params.update_(TensorDict(flat, batch_size=[]))
 
 
+def kept_params(state: dict) -> dict[str, torch.Tensor]:
+    """The parameters a run keeps: those its evaluations during training rated best (the last
+    ones when it never evaluated)."""
+    return state.get("best_params") or state["params"]
+
+
 @dataclass
 class Agent:
     """A trained agent loaded from a checkpoint.
@@ -165,8 +171,7 @@ def load_agent(path: str | Path, device: str | torch.device = "cpu") -> Agent:
     try:
         config = Config.from_dict(state["config"])
         obs_norm = state["obs_norm"]
-        # The agent a run keeps is the one its evaluations during training rated best.
-        params = state.get("best_params") or state["params"]
+        params = kept_params(state)
     except (KeyError, TypeError) as err:
         raise CheckpointError(f"{path} lacks part of a training checkpoint: {err}") from err
     env = make_env(obs_norm_state_dict=obs_norm)
@@ -195,7 +200,7 @@ def ship_run(run_dir: str | Path, dest: str | Path) -> Path:
     dest.mkdir(parents=True, exist_ok=True)
     agent = {k: state.get(k) for k in INFO_KEYS}
     agent.update(config=state["config"], obs_norm=state["obs_norm"])
-    agent["params"] = state.get("best_params") or state["params"]
+    agent["params"] = kept_params(state)
     save_checkpoint(dest / AGENT_FILE, **agent)
     for name in SHIPPED_RUN_FILES:
         shutil.copyfile(run_dir / name, dest / name)

@@ -53,14 +53,18 @@ def episode_stats(lengths: list[int]) -> dict:
     }
 
 
-def _checkpoint_lengths(path: str, seeds: list[int], max_steps: int) -> list[int]:
-    """`episode_lengths` of a checkpoint's agent."""
-    agent = load_agent(path)
+def _agent_lengths(agent, seeds: list[int], max_steps: int) -> list[int]:
+    """`episode_lengths` of a loaded agent, in its own evaluation environment."""
     env = agent.make_env()
     try:
         return episode_lengths(agent.policy, env, seeds, max_steps)
     finally:
         env.close()
+
+
+def _checkpoint_lengths(path: str, seeds: list[int], max_steps: int) -> list[int]:
+    """`_agent_lengths` of a checkpoint's agent (what each worker process runs)."""
+    return _agent_lengths(load_agent(path), seeds, max_steps)
 
 
 def evaluate_checkpoint(
@@ -77,11 +81,11 @@ def evaluate_checkpoint(
     """
     if episodes < 1:
         raise ValueError(f"--episodes must be at least 1, got {episodes}.")
-    load_agent(path)  # a bad file says so here, once, not in every worker
+    agent = load_agent(path)  # a bad file says so here, once, not in every worker
     seeds = list(range(seed, seed + episodes))
     workers = min(workers or min(os.cpu_count() or 1, 8), episodes)
     if workers == 1:
-        lengths = _checkpoint_lengths(str(path), seeds, max_steps)
+        lengths = _agent_lengths(agent, seeds, max_steps)
     else:
         shares = [seeds[i::workers] for i in range(workers)]
         # One torch thread per worker process: the processes share the cores.

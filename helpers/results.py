@@ -134,11 +134,22 @@ def plot_band(ax: Axes, runs: list[dict], label: str, color: str | None = None) 
     ax.fill_between(frames, low, high, color=line.get_color(), alpha=0.2, label=f"{label}: range")
 
 
-def reference_runs(mode: str, target: str, preset: str = "course") -> list[dict]:
-    """The shipped runs of one mode, target and preset (empty if there are none)."""
-    return [
-        r for r in load_runs() if (r["mode"], r["target"], r["preset"]) == (mode, target, preset)
-    ]
+def reference_runs(
+    mode: str, target: str, preset: str = "course", runs: list[dict] | None = None
+) -> list[dict]:
+    """The shipped runs (or those of `runs`) of one mode, target and preset; maybe none."""
+    runs = load_runs() if runs is None else runs
+    return [r for r in runs if (r["mode"], r["target"], r["preset"]) == (mode, target, preset)]
+
+
+def _finish(fig, ax: Axes, title: str):
+    """The axes, limits and legend shared by the course's evaluation-curve figures."""
+    ax.axhline(RANDOM_POLICY_STEPS, color="grey", ls="--", lw=1, label="random policy")
+    ax.set(xlabel="frames collected", ylabel="evaluation: mean episode length", title=title)
+    ax.set_ylim(0, 520)
+    ax.legend(loc="upper left")
+    fig.tight_layout()
+    return fig
 
 
 def plot_reference(rows: list[dict] | None, mode: str, target: str, title: str = ""):
@@ -150,24 +161,15 @@ def plot_reference(rows: list[dict] | None, mode: str, target: str, title: str =
     if rows:
         frames, means = column(rows, "frames", "eval_mean"), column(rows, "eval_mean", "eval_mean")
         ax.plot(frames, means, "k.-", label="your run")
-    ax.axhline(RANDOM_POLICY_STEPS, color="grey", ls="--", lw=1, label="random policy")
-    ax.set(xlabel="frames collected", ylabel="evaluation: mean episode length", title=title)
-    ax.set_ylim(0, 520)
-    ax.legend(loc="upper left")
-    fig.tight_layout()
-    return fig
+    return _finish(fig, ax, title)
 
 
 def plot_targets(mode: str, title: str = ""):
     """The course's TD(0) and TD(lambda) runs of one mode, each as a band over its seeds."""
     fig, ax = plt.subplots(figsize=(8, 4))
+    shipped = load_runs()
     for target, label in (("td-lambda", "TD(λ)"), ("td0", "TD(0)")):
-        runs = reference_runs(mode, target)
+        runs = reference_runs(mode, target, runs=shipped)
         if runs:
             plot_band(ax, runs, label)
-    ax.axhline(RANDOM_POLICY_STEPS, color="grey", ls="--", lw=1, label="random policy")
-    ax.set(xlabel="frames collected", ylabel="evaluation: mean episode length", title=title)
-    ax.set_ylim(0, 520)
-    ax.legend(loc="upper left")
-    fig.tight_layout()
-    return fig
+    return _finish(fig, ax, title)
