@@ -12,4 +12,8 @@ os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 # run would ignore them and go on to the end. Leave signals to Python (see StopOnInterrupt).
 os.environ.setdefault("SDL_NO_SIGNAL_HANDLERS", "1")
 
+# torchrl logs to stdout by default, which would mix its lines into `bench --json` and
+# `evaluate --json`: send them to stderr (read when torchrl is imported).
+os.environ.setdefault("TORCHRL_CONSOLE_STREAM", "stderr")
+
 __version__ = "0.1.0"

@@ -35,17 +35,88 @@ class CheckpointError(ValueError):
     """A file that is not a usable checkpoint of this course."""
 
 
+class CheckpointSaveError(OSError):
+    """A checkpoint that could not be written (full disk, read-only folder)."""
+
+
 def save_checkpoint(path: str | Path, **state: object) -> Path:
     """Write `state` (tensors, numbers, strings, dicts) to `path` atomically.
 
-    The file is first written next to `path` and then renamed, so an interrupted save
-    never leaves a truncated checkpoint in place of a good one.
+    The file is first written next to `path` and then renamed, so an interrupted or failed
+    save (a full disk) never leaves a truncated checkpoint in place of a good one.
     """
     path = Path(path)
     tmp = path.with_name(path.name + ".tmp")
-    torch.save({"format": FORMAT, **state}, tmp)
-    os.replace(tmp, path)
+    try:
+        torch.save({"format": FORMAT, **state}, tmp)
+        os.replace(tmp, path)
+    except (OSError, RuntimeError) as err:  # torch reports a full disk as a RuntimeError
+        tmp.unlink(missing_ok=True)
+        raise CheckpointSaveError(
+            f"Could not write {path} (is the disk full or the folder read-only? {err}). "
+            "The checkpoint saved there before is unchanged: free some space, then --resume."
+        ) from None
     return path
+
+
+# What a training run's checkpoint holds besides the parameters: `training_state` writes it,
+# `restore_training` reads it back, `load_agent` reads the kept parameters.
+COUNTERS = ("frames", "batches", "trajectories")
+
+
+def training_state(
+    *,
+    run: dict,
+    counters: dict,
+    loss_module: torch.nn.Module,
+    optim: torch.optim.Optimizer,
+    obs_norm: dict,
+    epsilon: float,
+    best: dict,
+    finished: bool,
+) -> dict:
+    """Everything `--resume` needs to go on, and `load_agent` to play: the run's description
+    (target, mode, seed, config), counters, online and target parameters, Adam's moments,
+    epsilon, normalization constants and the best-evaluated parameters."""
+    return dict(
+        target=run["target"],
+        mode=run["mode"],
+        seed=run["seed"],
+        config=run["config"],
+        **{k: counters[k] for k in COUNTERS},
+        interrupted=not finished,
+        params=flat_params(loss_module.value_network_params),
+        target_params=flat_params(loss_module.target_value_network_params),
+        optimizer=optim.state_dict(),
+        obs_norm=obs_norm,
+        epsilon=float(epsilon),
+        best_params=best["params"],
+        best_eval=best["eval"],
+        best_frames=best["frames"],
+    )
+
+
+def restore_training(
+    state: dict,
+    loss_module: torch.nn.Module,
+    optim: torch.optim.Optimizer,
+    egreedy: torch.nn.Module,
+    source: str,
+) -> tuple[dict, dict]:
+    """Put a checkpoint's parameters, target parameters, Adam state and epsilon back in place;
+    return its counters and its best evaluation (as `training_state` takes them)."""
+    device = next(loss_module.parameters()).device
+    _check_finite(state["params"], source)
+    with torch.no_grad():
+        for key, flat in (("params", "value"), ("target_params", "target_value")):
+            params = getattr(loss_module, f"{flat}_network_params").flatten_keys(".")
+            params.update_(TensorDict(state[key], batch_size=[]).to(device))
+    optim.load_state_dict(state["optimizer"])
+    egreedy.eps.fill_(state["epsilon"])
+    best = {"eval": state["best_eval"], "frames": state["best_frames"], "params": None}
+    if state.get("best_params") is not None:
+        best["params"] = {k: v.to(device) for k, v in state["best_params"].items()}
+    return {k: state[k] for k in COUNTERS}, best
 
 
 def flat_params(params: TensorDict) -> dict[str, torch.Tensor]:
@@ -111,7 +182,17 @@ def load_checkpoint(path: str | Path) -> dict:
     check_manifest(path)
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
-    except (pickle.UnpicklingError, zipfile.BadZipFile, RuntimeError, EOFError, OSError) as err:
+    except pickle.UnpicklingError as err:
+        if "Unsupported global" not in str(err):  # not a pickle of objects: a damaged file
+            raise CheckpointError(
+                f"{path} is not a readable checkpoint (truncated, corrupt or not a torch file)."
+            ) from None
+        raise CheckpointError(
+            f"{path} holds Python objects, not only tensors and numbers: refused. Course "
+            "checkpoints load with weights_only=True, which cannot run code; do not load this "
+            "file any other way unless you trust where it came from."
+        ) from None
+    except (zipfile.BadZipFile, RuntimeError, EOFError, OSError) as err:
         raise CheckpointError(
             f"{path} is not a readable checkpoint (truncated, corrupt or not a torch file): {err}"
         ) from err
@@ -133,8 +214,19 @@ def load_params_into(actor: QValueActor, flat: dict[str, torch.Tensor], source: 
             f"{source} was made with a different network architecture than this course's "
             f"(first differences: {diff})."
         )
+    _check_finite(flat, source)
     with torch.no_grad():
         params.update_(TensorDict(flat, batch_size=[]))
+
+
+def _check_finite(flat: dict[str, torch.Tensor], source: str) -> None:
+    """Refuse parameters with NaN or infinite values (a run that diverged)."""
+    bad = [k for k, v in flat.items() if v.is_floating_point() and not torch.isfinite(v).all()]
+    if bad:
+        raise CheckpointError(
+            f"{source} holds parameters that are not finite numbers (NaN or inf, in {bad[0]}): "
+            "the run that wrote it diverged. Use another checkpoint or train again."
+        )
 
 
 def kept_params(state: dict) -> dict[str, torch.Tensor]:
@@ -172,8 +264,8 @@ def load_agent(path: str | Path, device: str | torch.device = "cpu") -> Agent:
         config = Config.from_dict(state["config"])
         obs_norm = state["obs_norm"]
         params = kept_params(state)
-    except (KeyError, TypeError) as err:
-        raise CheckpointError(f"{path} lacks part of a training checkpoint: {err}") from err
+    except (KeyError, TypeError, ValueError) as err:
+        raise CheckpointError(f"{path} is not a usable training checkpoint: {err}") from None
     env = make_env(obs_norm_state_dict=obs_norm)
     try:
         actor = make_actor(env, config.init_bias, device, config.network)

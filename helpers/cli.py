@@ -182,6 +182,9 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         return args.func(args)
-    except (ValueError, FileNotFoundError, FileExistsError) as err:
+    except (ValueError, OSError) as err:  # bad input, a missing or unwritable file, a full disk
         print(f"error: {err}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:  # a second Ctrl+C, or one outside a training loop
+        print("Interrupted.", file=sys.stderr)
+        return 130

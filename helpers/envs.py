@@ -119,7 +119,9 @@ def make_transforms(obs_norm_state_dict: dict | None = None, pipeline: str = "co
         # -> [4, 64, 64], still uint8: kept under "frames" for the compact replay memory
         CatFrames(FRAME_STACK, in_keys=["pixels"], out_keys=[FRAMES_KEY], dim=-3),
         # -> "pixels", float in [0, 1] (already [C, H, W]: no permute)
-        ToTensorImage(in_keys=[FRAMES_KEY], out_keys=["pixels"], shape_tolerant=True),
+        ToTensorImage(
+            in_keys=[FRAMES_KEY], out_keys=["pixels"], shape_tolerant=True, from_int=True
+        ),
         reward,
         norm,
     )

@@ -7,9 +7,10 @@ training (they choose which agent a run keeps), `TEST_SEED` onwards for the fina
 
 from __future__ import annotations
 
+import json
 import os
+import signal
 import statistics
-from concurrent.futures import ProcessPoolExecutor
 from multiprocessing import get_context
 from pathlib import Path
 
@@ -17,7 +18,9 @@ import torch
 from tensordict import TensorDictBase
 from torchrl.envs import EnvBase, ExplorationType, set_exploration_type
 
-from helpers.checkpoints import load_agent
+from helpers.checkpoints import CHECKPOINT_FILE, load_agent
+from helpers.config import Config
+from helpers.runs import EVALUATION_FILE
 
 MAX_STEPS = 500  # CartPole-v1 truncates episodes at 500 steps
 EVAL_SEED = 100_000  # first seed of the evaluations during training
@@ -62,6 +65,13 @@ def _agent_lengths(agent, seeds: list[int], max_steps: int) -> list[int]:
         env.close()
 
 
+def _init_worker() -> None:
+    """An evaluation worker: one torch thread (the processes share the cores); Ctrl+C left to
+    the main process (SIGTERM stays: it is how the pool stops its workers)."""
+    torch.set_num_threads(1)
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+
+
 def _checkpoint_lengths(path: str, seeds: list[int], max_steps: int) -> list[int]:
     """`_agent_lengths` of a checkpoint's agent (what each worker process runs)."""
     return _agent_lengths(load_agent(path), seeds, max_steps)
@@ -88,16 +98,29 @@ def evaluate_checkpoint(
         lengths = _agent_lengths(agent, seeds, max_steps)
     else:
         shares = [seeds[i::workers] for i in range(workers)]
-        # One torch thread per worker process: the processes share the cores.
-        with ProcessPoolExecutor(
-            workers,
-            mp_context=get_context("spawn"),
-            initializer=torch.set_num_threads,
-            initargs=(1,),
-        ) as pool:
-            parts = list(
-                pool.map(_checkpoint_lengths, [str(path)] * workers, shares, [max_steps] * workers)
+        # A terminal's Ctrl+C reaches the workers too: they ignore it, and leaving the
+        # block (after an interrupt of the main process too) terminates them.
+        with get_context("spawn").Pool(workers, initializer=_init_worker) as pool:
+            parts = pool.starmap(
+                _checkpoint_lengths, [(str(path), share, max_steps) for share in shares]
             )
         by_seed = {s: n for share, part in zip(shares, parts) for s, n in zip(share, part)}
         lengths = [by_seed[s] for s in seeds]
     return {"checkpoint": str(path), "seed": seed, **episode_stats(lengths)}
+
+
+def final_evaluation(out_dir: Path, config: Config, progress: bool = True) -> dict:
+    """`config.final_episodes` deterministic episodes of the run's agent on the test seeds,
+    written to evaluation.json; the same numbers as `python -m helpers evaluate`."""
+    if progress:
+        print(f"Final evaluation: {config.final_episodes} episodes on seeds {TEST_SEED}+ ...")
+    stats = evaluate_checkpoint(
+        out_dir / CHECKPOINT_FILE, config.final_episodes, TEST_SEED, config.eval_max_steps
+    )
+    (out_dir / EVALUATION_FILE).write_text(json.dumps(stats, indent=1))
+    if progress:
+        print(
+            f"Final evaluation: mean {stats['mean']:.1f} steps (std {stats['std']:.1f}, "
+            f"min {stats['min']}, max {stats['max']}) over {stats['episodes']} episodes"
+        )
+    return stats

@@ -22,14 +22,21 @@ LOG_COLUMNS = (
 
 
 class CsvLog:
-    """Append rows to `path`, creating it with a header; each row is flushed to disk at once."""
+    """Append rows to `path`, creating it with a header; each row is flushed to disk at once.
 
-    def __init__(self, path: str | Path, append: bool = False) -> None:
+    `keep=N` goes on from the first N rows of an existing log (a resumed run keeps the rows
+    its checkpoint saw and drops any written after it); the default starts a new log.
+    """
+
+    def __init__(self, path: str | Path, keep: int = 0) -> None:
         self.path = Path(path)
-        self.rows: list[dict] = read_log(self.path) if append and self.path.exists() else []
-        if not (append and self.path.exists()):
-            with self.path.open("w", newline="") as f:
-                csv.writer(f).writerow(LOG_COLUMNS)
+        self.rows: list[dict] = read_log(self.path)[:keep] if keep else []
+        tmp = self.path.with_name(self.path.name + ".tmp")
+        with tmp.open("w", newline="") as f:
+            csv.writer(f).writerow(LOG_COLUMNS)
+            for row in self.rows:
+                csv.writer(f).writerow([_fmt(row[key]) for key in LOG_COLUMNS])
+        tmp.replace(self.path)
 
     def write(self, row: dict) -> None:
         unknown = set(row) - set(LOG_COLUMNS)
@@ -43,6 +50,8 @@ class CsvLog:
 def _fmt(value: object) -> str:
     if value is None or (isinstance(value, float) and math.isnan(value)):
         return ""
+    if isinstance(value, float) and value.is_integer() and abs(value) < 1e15:
+        return str(int(value))  # counters read back from a log as floats
     return f"{value:.6g}" if isinstance(value, float) else str(value)
 
 

@@ -46,13 +46,12 @@ class Model:
             `chosen_action_value`.
         policy_explore: `actor` followed by epsilon-greedy exploration (used to collect data).
         params: the trainable parameters of `actor`, as a TensorDict (the same tensors).
-        target_params: a detached copy of `params`, updated slowly during training.
+            (The target network's copy lives in the loss module: `helpers.losses.make_loss`.)
     """
 
     actor: QValueActor
     policy_explore: TensorDictSequential
     params: TensorDict
-    target_params: TensorDict
 
     @property
     def egreedy(self) -> EGreedyModule:
@@ -111,7 +110,7 @@ def make_egreedy(env: EnvBase, config: Config, device: str | torch.device = "cpu
 
 
 def make_model(env: EnvBase, config: Config, device: str | torch.device = "cpu") -> Model:
-    """Build the actor, its exploring policy, and trainable and target parameters.
+    """Build the actor, its exploring policy and its trainable parameters.
 
     Args:
         env: an environment built by `helpers.envs.make_env` (gives specs and a fake batch).
@@ -128,9 +127,7 @@ def make_model(env: EnvBase, config: Config, device: str | torch.device = "cpu")
         # here; not measured on a GPU, so left alone there). The values are the same.
         nn.Module.to(actor, memory_format=torch.channels_last)  # (TensorDictModule.to lacks it)
     policy_explore = TensorDictSequential(actor, make_egreedy(env, config, device))
-    params = TensorDict.from_module(actor)
-    target_params = params.detach().clone()
-    return Model(actor, policy_explore, params, target_params)
+    return Model(actor, policy_explore, TensorDict.from_module(actor))
 
 
 def q_values(actor: TensorDictModule, params: TensorDict, pixels: torch.Tensor) -> torch.Tensor:

@@ -5,7 +5,6 @@ from __future__ import annotations
 import functools
 import json
 import math
-import shutil
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -20,34 +19,29 @@ from tqdm.auto import tqdm
 from helpers.checkpoints import (
     CHECKPOINT_FILE,
     flat_params,
-    load_checkpoint,
     load_params_into,
+    restore_training,
     save_checkpoint,
+    training_state,
 )
 from helpers.config import Config, config_for_mode, get_device, get_mode
 from helpers.envs import compute_norm_constants, make_env
-from helpers.evaluation import (
-    EVAL_SEED,
-    TEST_SEED,
-    episode_lengths,
-    episode_stats,
-    evaluate_checkpoint,
-)
+from helpers.evaluation import EVAL_SEED, episode_lengths, episode_stats, final_evaluation
 from helpers.logs import CsvLog
 from helpers.losses import check_target, make_loss
 from helpers.models import make_model
 from helpers.plots import LiveCurve, in_notebook, plot_training
 from helpers.replay import make_replay_buffer, scratch_dir
-from helpers.workers import StopOnInterrupt, stop_workers, worker_processes
-
-RUN_FILE, LOG_FILE, CURVES_FILE, EVALUATION_FILE = (
-    "run.json",
-    "log.csv",
-    "curves.png",
-    "evaluation.json",
+from helpers.runs import CURVES_FILE, LOG_FILE, RunFolder
+from helpers.workers import (
+    StopOnInterrupt,
+    children_ignore_interrupts,
+    stop_workers,
+    worker_processes,
 )
-RUN_FILES = (RUN_FILE, LOG_FILE, CHECKPOINT_FILE, CURVES_FILE, EVALUATION_FILE)
-PREVIOUS_DIR = "previous"  # where overwrite=True moves the run it replaces
+
+MAX_FRAMES = 10**9  # far beyond any run of this course; larger numbers overflow schedules
+MAX_SEED = 2**31 - 20_000  # the evaluation environment uses seed + 10,000
 
 
 @dataclass
@@ -70,41 +64,50 @@ class TrainResult:
         return self.out_dir / CHECKPOINT_FILE
 
 
-def _prepare_out_dir(out_dir: Path, run: dict, resume: bool, overwrite: bool) -> dict | None:
-    """Check `out_dir` against this run; return the checkpoint to resume from, if any."""
-    run_file = out_dir / RUN_FILE
-    if resume:
-        state = load_checkpoint(out_dir / CHECKPOINT_FILE)
-        saved = (state.get("target"), state.get("mode"), state["config"].get("pipeline", "course"))
-        asked = (run["target"], run["mode"], run["config"]["pipeline"])
-        if saved != asked:
-            raise ValueError(
-                f"{out_dir} holds a {saved[0]} run in {saved[1]} mode with the {saved[2]} "
-                f"pipeline; cannot resume it as {asked[0]} in {asked[1]} mode with the {asked[2]} "
-                "pipeline."
-            )
-        # The final evaluation belongs to the agent that finished: the resumed run writes its own.
-        (out_dir / EVALUATION_FILE).unlink(missing_ok=True)
-        return state
-    if run_file.exists() and not overwrite:
-        old = json.loads(run_file.read_text())
-        kind = "a different run" if old != run else "this run already"
-        raise FileExistsError(
-            f"{out_dir} holds {kind} ({old.get('target')}, {old.get('mode')} mode, seed "
-            f"{old.get('seed')}). Nothing was changed. Pass --resume to continue it, --overwrite "
-            "to replace it, or choose another --out folder."
+def check_run_arguments(config: Config, seed: int) -> None:
+    """Refuse, before anything is written, a run that cannot work."""
+    if not 0 <= seed <= MAX_SEED:
+        raise ValueError(f"--seed must be between 0 and {MAX_SEED:,}, got {seed}.")
+    if config.total_frames < config.frames_per_batch:
+        raise ValueError(
+            f"total_frames ({config.total_frames}) is smaller than one batch "
+            f"({config.frames_per_batch} frames): ask for at least {config.frames_per_batch}."
         )
-    out_dir.mkdir(parents=True, exist_ok=True)
-    if run_file.exists():  # overwrite: keep the run being replaced, one level deep
-        previous = out_dir / PREVIOUS_DIR
-        shutil.rmtree(previous, ignore_errors=True)
-        previous.mkdir()
-        for name in RUN_FILES:
-            if (out_dir / name).exists():
-                (out_dir / name).rename(previous / name)
-        print(f"The run that was in {out_dir} is now in {previous}.")
-    run_file.write_text(json.dumps(run, indent=1))
-    return None
+    if config.total_frames > MAX_FRAMES:
+        raise ValueError(f"total_frames ({config.total_frames}) is above {MAX_FRAMES:,}.")
+
+
+def make_collector(
+    config: Config, policy, obs_norm: dict, total_frames: int, device: torch.device
+) -> Collector:
+    """The course's data collector: `config.num_collectors` asynchronous collector processes,
+    each stepping `config.num_workers` environments with the exploring `policy`.
+
+    Its processes ignore Ctrl+C and SIGTERM (`children_ignore_interrupts`): the main process
+    decides when to stop and shuts them down.
+    """
+    with children_ignore_interrupts():
+        return Collector(
+            functools.partial(
+                make_env,
+                parallel=config.parallel_envs,
+                obs_norm_state_dict=obs_norm,
+                num_workers=config.num_workers,
+                pipeline=config.pipeline,
+            ),
+            policy,
+            num_collectors=config.num_collectors,
+            sync=False,
+            frames_per_batch=config.frames_per_batch,
+            total_frames=total_frames,
+            exploration_type=ExplorationType.RANDOM,
+            device=device,
+            storing_device="cpu",
+            # By default the collector leaves this process one thread per core it does not
+            # give a worker: a single thread on 2 cores. The course keeps every core for the
+            # gradient steps and lets the OS share them with the workers.
+            num_threads=torch.get_num_threads() if config.pipeline == "course" else None,
+        )
 
 
 def train(
@@ -137,21 +140,35 @@ def train(
         live_plot: redraw a learning curve during training (default: inside a notebook).
         progress: show a progress bar.
 
-    Interrupting (Ctrl+C, the notebook's stop button) ends the run cleanly: the log kept, a
-    checkpoint saved, the collectors' processes stopped.
+    Interrupting (Ctrl+C, the notebook's stop button, SIGTERM) ends the run cleanly after the
+    current batch: the log kept, a checkpoint saved, the collectors' processes stopped. The
+    checkpoint is also saved at every evaluation, so a run killed outright keeps its last one.
+    One run at a time uses a folder (a lock); see `helpers.runs.RunFolder`.
     """
     check_target(target)
     mode = get_mode(mode)
     config = config or config_for_mode(mode)
-    if config.total_frames < config.frames_per_batch:
-        raise ValueError(
-            f"total_frames ({config.total_frames}) is smaller than one batch "
-            f"({config.frames_per_batch} frames): ask for at least {config.frames_per_batch}."
-        )
+    check_run_arguments(config, seed)
+    device = get_device(device)
     out_dir = Path(out_dir)
     run = {"target": target, "mode": mode, "seed": seed, "config": config.to_dict()}
-    state = _prepare_out_dir(out_dir, json.loads(json.dumps(run)), resume, overwrite)
-    device = get_device(device)
+    with RunFolder(out_dir) as folder:
+        state = folder.start(json.loads(json.dumps(run)), resume, overwrite)
+        return _train(folder, run, state, config, device, obs_norm_state_dict, live_plot, progress)
+
+
+def _train(
+    folder: RunFolder,
+    run: dict,
+    state: dict | None,
+    config: Config,
+    device: torch.device,
+    obs_norm_state_dict: dict | None,
+    live_plot: bool | None,
+    progress: bool,
+) -> TrainResult:
+    """The loop of `train`, in a folder that `train` has locked and prepared."""
+    out_dir, target, seed = folder.path, run["target"], run["seed"]
     torch.manual_seed(seed)
     if state is not None:
         obs_norm_state_dict = state["obs_norm"]
@@ -167,71 +184,68 @@ def train(
     model = make_model(eval_env, config, device)
     loss_module, target_updater = make_loss(model.actor, config, target)
     optim = make_optimizer(loss_module, config, device)
-    frames = batch = trajectories = 0
+    counters = {"frames": 0, "batches": 0, "trajectories": 0}
     best = {"eval": -math.inf, "frames": 0, "params": None}
     if state is not None:
-        load_params_into(model.actor, state["params"], str(out_dir))
-        loss_module.target_value_network_params.flatten_keys(".").update_(
-            {k: v.to(device) for k, v in state["target_params"].items()}
-        )
-        optim.load_state_dict(state["optimizer"])
-        model.egreedy.eps.fill_(state["epsilon"])
-        frames, batch, trajectories = state["frames"], state["batches"], state["trajectories"]
-        if state.get("best_params") is not None:
-            best = {"eval": state["best_eval"], "frames": state["best_frames"]}
-            best["params"] = {k: v.to(device) for k, v in state["best_params"].items()}
-    remaining = config.total_frames - frames
+        counters, best = restore_training(state, loss_module, optim, model.egreedy, str(out_dir))
+    remaining = config.total_frames - counters["frames"]
     if remaining < config.frames_per_batch:
+        eval_env.close()
         raise ValueError(
-            f"{out_dir} already holds {frames} of {config.total_frames} frames; "
+            f"{out_dir} already holds {counters['frames']} of {config.total_frames} frames; "
             "raise total_frames (--frames) to train further."
         )
 
-    log = CsvLog(out_dir / LOG_FILE, append=state is not None)
+    def checkpoint(finished: bool) -> None:
+        save_checkpoint(
+            out_dir / CHECKPOINT_FILE,
+            **training_state(
+                run=run,
+                counters=counters,
+                loss_module=loss_module,
+                optim=optim,
+                obs_norm=obs_norm_state_dict,
+                epsilon=float(model.egreedy.eps),
+                best=best,
+                finished=finished,
+            ),
+        )
+        folder.keep()
+
+    # A resumed run's log goes on from its checkpoint: rows written after it are dropped.
+    log = CsvLog(out_dir / LOG_FILE, keep=counters["batches"] if state is not None else 0)
     live = LiveCurve() if (in_notebook() if live_plot is None else live_plot) else None
     workers_before = {p.pid for p in worker_processes()}
-    start, stored = time.monotonic(), 0
+    start = time.monotonic() - (log.rows[-1]["seconds"] if log.rows else 0.0)
+    stored, finished = 0, False
     eval_seeds = list(range(EVAL_SEED, EVAL_SEED + config.eval_episodes))
     collector = None
-    bar = tqdm(total=config.total_frames, initial=frames, unit="frame", disable=not progress)
+    bar = tqdm(
+        total=config.total_frames, initial=counters["frames"], unit="frame", disable=not progress
+    )
     with scratch_dir(out_dir) as scratch, StopOnInterrupt() as stop:
         replay = make_replay_buffer(config, target, scratch, obs_norm_state_dict)
         try:
-            collector = Collector(
-                functools.partial(
-                    make_env,
-                    parallel=config.parallel_envs,
-                    obs_norm_state_dict=obs_norm_state_dict,
-                    num_workers=config.num_workers,
-                    pipeline=config.pipeline,
-                ),
-                model.policy_explore,
-                num_collectors=config.num_collectors,
-                sync=False,
-                frames_per_batch=config.frames_per_batch,
-                total_frames=remaining,
-                exploration_type=ExplorationType.RANDOM,
-                device=device,
-                storing_device="cpu",
-                # By default the collector leaves this process one thread per core it does not
-                # give a worker: a single thread on 2 cores. The course keeps every core for the
-                # gradient steps and lets the OS share them with the workers.
-                num_threads=torch.get_num_threads() if config.pipeline == "course" else None,
+            collector = make_collector(
+                config, model.policy_explore, obs_norm_state_dict, remaining, device
             )
             collector.set_seed(seed)
             for data in collector:
                 new_frames = data.numel()
-                frames += new_frames
-                finished = data["next", "done"].squeeze(-1)
-                trajectories += int(finished.sum())
+                frames = counters["frames"] + new_frames
+                finished_episodes = data["next", "done"].squeeze(-1)
                 replay.extend(data)
-                row = {"batch": batch, "frames": frames, "trajectories": trajectories}
+                row = {
+                    "batch": counters["batches"],
+                    "frames": frames,
+                    "trajectories": counters["trajectories"] + int(finished_episodes.sum()),
+                }
                 # The greedy Q-value of the states just collected, computed by the collecting
                 # policy: free, where a forward pass on a replay sample would cost one.
                 row["value"] = float(data["chosen_action_value"].mean())
-                if finished.any() and ("next", "step_count") in data.keys(True):
+                if finished_episodes.any() and ("next", "step_count") in data.keys(True):
                     row["train_episode_length"] = float(
-                        data["next", "step_count"][finished].float().mean()
+                        data["next", "step_count"][finished_episodes].float().mean()
                     )
                 stored += new_frames
                 if stored >= config.init_random_frames and len(replay):
@@ -244,8 +258,9 @@ def train(
                 model.egreedy.step(new_frames)
                 collector.update_policy_weights_()
                 row["epsilon"] = float(model.egreedy.eps)
-                due = frames // config.eval_every > (frames - new_frames) // config.eval_every
-                if batch == 0 or due or frames >= config.total_frames:
+                due = frames // config.eval_every > counters["frames"] // config.eval_every
+                evaluate = counters["batches"] == 0 or due or frames >= config.total_frames
+                if evaluate:
                     lengths = episode_lengths(
                         model.actor, eval_env, eval_seeds, config.eval_max_steps
                     )
@@ -256,51 +271,44 @@ def train(
                         best["params"] = flat_params(loss_module.value_network_params)
                 row["seconds"] = round(time.monotonic() - start, 2)
                 log.write(row)
-                batch += 1
+                # The counters move with the log, so that a checkpoint and its log agree.
+                counters = {"frames": frames, "batches": row["batch"] + 1}
+                counters["trajectories"] = row["trajectories"]
+                if evaluate and frames < config.total_frames:
+                    checkpoint(finished=False)  # what a run killed outright keeps
                 bar.update(new_frames)
                 bar.set_postfix(_postfix(log.rows), refresh=False)
                 if live is not None and "eval_mean" in row:
                     live.update(log.rows)
                 if stop.requested:
                     break
+            finished = not stop.requested
         except KeyboardInterrupt:
             stop.requested = True
         finally:
-            interrupted = stop.requested
-            if interrupted:
-                print(f"Interrupted after {frames} frames: saving what ran so far.")
+            stop.shield()
+            if log.rows:  # the log is what the checkpoint must agree with, whenever it stopped
+                last = log.rows[-1]
+                counters = {"frames": int(last["frames"]), "batches": int(last["batch"]) + 1}
+                counters["trajectories"] = int(last["trajectories"])
+            if stop.requested:
+                print(f"Interrupted after {counters['frames']} frames: saving what ran so far.")
             bar.close()
             if collector is not None:
                 collector.shutdown()
             eval_env.close()
             stop_workers(keep=workers_before)
-            save_checkpoint(
-                out_dir / CHECKPOINT_FILE,
-                target=target,
-                mode=mode,
-                seed=seed,
-                frames=frames,
-                batches=batch,
-                trajectories=trajectories,
-                interrupted=interrupted,
-                config=config.to_dict(),
-                params=flat_params(loss_module.value_network_params),
-                target_params=flat_params(loss_module.target_value_network_params),
-                optimizer=optim.state_dict(),
-                obs_norm=obs_norm_state_dict,
-                epsilon=float(model.egreedy.eps),
-                best_params=best["params"],
-                best_eval=best["eval"],
-                best_frames=best["frames"],
-            )
+            checkpoint(finished)
             if log.rows:
-                plt.close(plot_training(log.rows, f"{target} ({mode} mode)", out_dir / CURVES_FILE))
+                plt.close(
+                    plot_training(log.rows, f"{target} ({run['mode']} mode)", out_dir / CURVES_FILE)
+                )
     if best["params"] is not None:
         load_params_into(model.actor, best["params"], str(out_dir))
     final_eval = None
-    if not interrupted and config.final_episodes > 0:
+    if finished and config.final_episodes > 0:
         final_eval = final_evaluation(out_dir, config, progress)
-    return TrainResult(out_dir, log.rows, frames, interrupted, model.actor, final_eval)
+    return TrainResult(out_dir, log.rows, counters["frames"], not finished, model.actor, final_eval)
 
 
 def make_optimizer(loss_module: torch.nn.Module, config: Config, device: torch.device):
@@ -335,23 +343,6 @@ def gradient_step(
     optim.zero_grad(set_to_none=True)
     target_updater.step()
     return loss.item(), grad_norm.item()
-
-
-def final_evaluation(out_dir: Path, config: Config, progress: bool = True) -> dict:
-    """`config.final_episodes` deterministic episodes of the run's agent on the test seeds,
-    written to evaluation.json; the same numbers as `python -m helpers evaluate`."""
-    if progress:
-        print(f"Final evaluation: {config.final_episodes} episodes on seeds {TEST_SEED}+ ...")
-    stats = evaluate_checkpoint(
-        out_dir / CHECKPOINT_FILE, config.final_episodes, TEST_SEED, config.eval_max_steps
-    )
-    (out_dir / EVALUATION_FILE).write_text(json.dumps(stats, indent=1))
-    if progress:
-        print(
-            f"Final evaluation: mean {stats['mean']:.1f} steps (std {stats['std']:.1f}, "
-            f"min {stats['min']}, max {stats['max']}) over {stats['episodes']} episodes"
-        )
-    return stats
 
 
 def _postfix(rows: list[dict]) -> dict:

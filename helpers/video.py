@@ -35,7 +35,10 @@ def write_video(frames: torch.Tensor | np.ndarray, path: str | Path, fps: int = 
     frames = np.asarray(frames, dtype=np.uint8)
     if frames.ndim != 4 or frames.shape[-1] != 3 or len(frames) == 0:
         raise ValueError(f"Expected frames shaped [T, H, W, 3], got {list(frames.shape)}.")
-    path.parent.mkdir(parents=True, exist_ok=True)
+    if not path.parent.is_dir():
+        raise FileNotFoundError(
+            f"Cannot write {path}: the folder {path.parent} does not exist (create it first)."
+        )
     if path.suffix.lower() == ".mp4":
         # macro_block_size=8 keeps 400x600 frames at their size (16 would pad them to 608 wide).
         imageio.mimwrite(path, frames, fps=fps, macro_block_size=8, quality=7)
@@ -60,6 +63,10 @@ def record_video(
         raise ValueError(f"Cannot write {Path(out).name}: the video file must end in .mp4 or .gif.")
     if max_steps < 1:
         raise ValueError(f"--max-steps must be at least 1, got {max_steps}.")
+    if not Path(out).parent.is_dir():
+        raise FileNotFoundError(
+            f"Cannot write {out}: the folder {Path(out).parent} does not exist (create it first)."
+        )
     agent = load_agent(checkpoint)
     env = keep_raw_frames(agent.make_env())
     try:

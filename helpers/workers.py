@@ -5,6 +5,8 @@ from __future__ import annotations
 import signal
 import threading
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 
 import psutil
 
@@ -64,9 +66,18 @@ class StopOnInterrupt:
 
     def __init__(self) -> None:
         self.requested = False
+        self.saving = False
         self._previous: dict = {}
 
+    def shield(self) -> None:
+        """From now on interrupts only say that the run is stopping: the caller is saving
+        its state, which an exception halfway through would leave inconsistent."""
+        self.saving = True
+
     def _handler(self, signum, frame) -> None:
+        if self.saving:
+            print("\nStopping: saving the checkpoint and stopping the workers first.")
+            return
         if self.requested:
             raise KeyboardInterrupt
         self.requested = True
@@ -80,3 +91,24 @@ class StopOnInterrupt:
     def __exit__(self, *exc: object) -> None:
         for signum, previous in self._previous.items():
             signal.signal(signum, previous)
+
+
+@contextmanager
+def children_ignore_interrupts() -> Iterator[None]:
+    """Start processes inside this block that ignore SIGINT and SIGTERM for good.
+
+    A terminal's Ctrl+C reaches every process of the foreground group: a collector's worker
+    would die mid-batch while the main process waits for it, and the run would hang. Workers
+    started here leave the signal to the main process (the ignored disposition survives the
+    spawn), which stops them itself (`stop_workers`). Signals arriving inside the block, while
+    the workers start, are lost.
+    """
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = {s: signal.signal(s, signal.SIG_IGN) for s in StopOnInterrupt.SIGNALS}
+    try:
+        yield
+    finally:
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)

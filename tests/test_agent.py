@@ -226,9 +226,39 @@ def test_foreign_file(tmp_path):
 def test_a_checkpoint_cannot_run_code(tmp_path):
     evil = tmp_path / "evil.pt"
     torch.save({"format": "pixel-dqn-course/1", "payload": Exploit()}, evil)
-    with pytest.raises(CheckpointError):
+    with pytest.raises(CheckpointError, match="holds Python objects") as err:
         load_agent(evil)
+    assert "weights_only=False" not in str(err.value)  # never the advice to load it anyway
     assert not (tmp_path / "pwned").exists()
+
+
+def test_parameters_that_diverged_are_refused(checkpoint, tmp_path):
+    state = torch.load(checkpoint, weights_only=True)
+    key = next(iter(state["params"]))
+    for name in ("params", "best_params"):
+        if state.get(name):
+            state[name][key] = torch.full_like(state[name][key], float("nan"))
+    diverged = tmp_path / "nan.pt"
+    torch.save(state, diverged)
+    with pytest.raises(CheckpointError, match="not finite numbers"):
+        load_agent(diverged)
+    result = cli("evaluate", "--checkpoint", str(diverged), "--episodes", "1")
+    assert result.returncode == 2 and result.stderr.count("\n") == 1
+
+
+def test_a_checkpoint_with_a_setting_of_the_wrong_type_is_refused(checkpoint, tmp_path):
+    state = torch.load(checkpoint, weights_only=True)
+    state["config"]["init_bias"] = "x"
+    bad = tmp_path / "bad.pt"
+    torch.save(state, bad)
+    with pytest.raises(CheckpointError, match="init_bias = 'x' should be of type float"):
+        load_agent(bad)
+
+
+def test_video_into_a_missing_folder_is_refused(checkpoint, tmp_path):
+    result = cli("video", "--checkpoint", str(checkpoint), "--out", str(tmp_path / "no/x.mp4"))
+    assert result.returncode == 2 and "does not exist" in result.stderr
+    assert not (tmp_path / "no").exists()
 
 
 class Exploit:

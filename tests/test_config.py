@@ -52,7 +52,7 @@ def test_full_mode_is_the_course_recipe_and_the_tutorial_preset_keeps_its_values
         0.04,
     )
     assert (full.eps_init, full.eps_end, full.eps_frames) == (1.0, 0.05, 20_000)
-    assert (full.eval_episodes, full.final_episodes) == (5, 100)
+    assert (full.eval_episodes, full.final_episodes) == (20, 100)
     tutorial = config_for_mode("full", preset="tutorial")
     # The tutorial's "proper" values, network, loss, exploration and layout.
     assert (tutorial.total_frames, tutorial.frames_per_batch, tutorial.batch_size) == (

@@ -10,6 +10,8 @@ from helpers.envs import (
     CROP_TOP,
     FRAME_STACK,
     FRAMES_KEY,
+    NORM_KEEP_DIMS,
+    NORM_REDUCE_DIMS,
     NORM_VIEW,
     Uint8Resize,
     course_norm_constants,
@@ -49,6 +51,19 @@ def test_constants_have_shape_4_1_1(obs_norm):
 def test_normalized_pixels_have_zero_mean_unit_std_on_a_fresh_rollout(obs_norm):
     env = make_env(obs_norm_state_dict=obs_norm, seed=123)
     pixels = env.rollout(200, break_when_any_done=False)["next", "pixels"]
+    env.close()
+    assert abs(pixels.mean().item()) < 0.1
+    assert abs(pixels.std().item() - 1.0) < 0.1
+
+
+def test_the_tutorials_init_stats_flow_normalizes_that_same_env():
+    # The tutorial computes the constants on an env, then plays that same env. init_stats
+    # leaves the stacked frames as floats in [0, 255]: they must still be scaled to [0, 1].
+    env = make_env(seed=0)
+    env.transform[-1].init_stats(
+        num_iter=200, reduce_dim=list(NORM_REDUCE_DIMS), cat_dim=0, keep_dims=NORM_KEEP_DIMS
+    )
+    pixels = env.rollout(100, break_when_any_done=False)["next", "pixels"]
     env.close()
     assert abs(pixels.mean().item()) < 0.1
     assert abs(pixels.std().item() - 1.0) < 0.1

@@ -31,6 +31,11 @@ def spawned_workers() -> set[int]:
     return pids
 
 
+def contents(folder: Path) -> dict[str, bytes]:
+    """The run's files and their bytes (the lock file only holds the pid of its last user)."""
+    return {p.name: p.read_bytes() for p in folder.iterdir() if p.name != ".lock"}
+
+
 def temp_entries() -> set[str]:
     return {
         p.name for p in Path(tempfile.gettempdir()).iterdir() if not p.name.startswith("pytest-")
@@ -53,6 +58,7 @@ def test_train_writes_log_checkpoint_and_curves(td0_run):
     out, result, _, _ = td0_run
     assert result.returncode == 0, result.stderr[-2000:]
     assert {p.name for p in out.iterdir()} == {
+        ".lock",
         "run.json",
         "log.csv",
         "checkpoint.pt",
@@ -132,49 +138,134 @@ def test_resume_continues_the_run(td0_run, tmp_path):
     assert torch.load(copy / "checkpoint.pt", weights_only=True)["frames"] == FRAMES + 64
 
 
-@pytest.mark.parametrize(
-    "signum",
-    [signal.SIGINT, signal.SIGTERM],  # Jupyter's stop button; `kill PID`, `timeout`, schedulers
-)
-def test_interrupt_keeps_log_and_checkpoint_and_stops_workers(tmp_path, signum):
-    out = tmp_path / "run"
-    workers_before = spawned_workers()
+def start_run(out: Path, frames: int = 20_000, *extra: str) -> subprocess.Popen:
+    """A real smoke-mode TD(lambda) run in its own process group, as a terminal starts one."""
+    args = [sys.executable, "-m", "helpers", "train", "--target", "td-lambda", "--mode", "smoke"]
+    args += ["--frames", str(frames), "--out", str(out), *extra]
     env = {**os.environ, "SDL_VIDEODRIVER": "dummy"}
-    args = [
-        sys.executable,
-        "-m",
-        "helpers",
-        "train",
-        "--target",
-        "td-lambda",
-        "--mode",
-        "smoke",
-        "--frames",
-        "20000",
-        "--out",
-        str(out),
-    ]
-    proc = subprocess.Popen(
-        args, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+    return subprocess.Popen(
+        args,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        start_new_session=True,
     )
-    log = out / "log.csv"
-    deadline = time.monotonic() + 120
-    while time.monotonic() < deadline and (
-        not log.exists() or len(log.read_text().splitlines()) < 4
-    ):
-        time.sleep(0.5)
-    proc.send_signal(signum)
-    stdout, stderr = proc.communicate(timeout=120)
+
+
+def wait_for_rows(log: Path, rows: int, timeout: float = 120) -> None:
+    deadline = time.monotonic() + timeout
+    while not log.exists() or len(log.read_text().splitlines()) < rows + 1:
+        assert time.monotonic() < deadline, f"no {rows} log rows after {timeout} s"
+        time.sleep(0.2)
+
+
+def assert_all_exited(processes: list[psutil.Process]) -> None:
+    """Every process of a run (its collectors and their workers) has exited."""
+    _, alive = psutil.wait_procs(processes, timeout=5)
+    alive = [p for p in alive if p.status() != psutil.STATUS_ZOMBIE]
+    assert not alive, f"processes left behind: {[p.cmdline() for p in alive]}"
+
+
+def assert_consistent(out: Path, finished: bool) -> None:
+    """The checkpoint and the log agree, and the run left no process or scratch file."""
+    state = torch.load(out / "checkpoint.pt", weights_only=True)
+    rows = read_log(out / "log.csv")
+    assert state["interrupted"] is not finished
+    assert rows[-1]["frames"] == state["frames"] and len(rows) == state["batches"]
+    assert not list(out.glob(".replay-*")) and not list(out.glob("*.tmp"))
+
+
+@pytest.mark.parametrize(
+    "signum,group",
+    [
+        (signal.SIGINT, False),  # Jupyter's stop button: the main process alone
+        (signal.SIGINT, True),  # Ctrl+C in a terminal: every process of the foreground group
+        (signal.SIGTERM, False),  # `kill PID`, `timeout`, schedulers
+        (signal.SIGTERM, True),  # `kill -- -PGID`, `docker stop` of a shell
+    ],
+)
+def test_interrupt_keeps_log_and_checkpoint_and_stops_workers(tmp_path, signum, group):
+    out = tmp_path / "run"
+    proc = start_run(out)
+    wait_for_rows(out / "log.csv", 3)
+    processes = psutil.Process(proc.pid).children(recursive=True)
+    sent = time.monotonic()
+    os.killpg(proc.pid, signum) if group else proc.send_signal(signum)
+    stdout, stderr = proc.communicate(timeout=60)
+    assert time.monotonic() - sent < 15, "the run took more than 15 s to stop"
     assert proc.returncode == 130, stderr[-2000:]
     assert "Interrupted" in stdout
-    state = torch.load(out / "checkpoint.pt", weights_only=True)
-    rows = read_log(log)
-    assert state["interrupted"] and 0 < state["frames"] < 20000
-    assert rows[-1]["frames"] <= state["frames"] and len(rows) >= 3
+    assert_consistent(out, finished=False)
+    assert 3 <= len(read_log(out / "log.csv")) < 20_000 // 32
     assert (out / "curves.png").exists()
-    time.sleep(1)
-    assert not spawned_workers() - workers_before
-    assert not list(out.glob(".replay-*"))
+    assert_all_exited(processes)
+
+
+def test_a_second_interrupt_stops_at_once_and_keeps_a_consistent_folder(tmp_path):
+    out = tmp_path / "run"
+    proc = start_run(out)
+    wait_for_rows(out / "log.csv", 3)
+    processes = psutil.Process(proc.pid).children(recursive=True)
+    os.killpg(proc.pid, signal.SIGINT)
+    time.sleep(0.05)
+    os.killpg(proc.pid, signal.SIGINT)
+    proc.communicate(timeout=60)
+    assert proc.returncode == 130
+    assert_consistent(out, finished=False)
+    assert_all_exited(processes)
+
+
+def test_a_killed_run_resumes_from_its_last_checkpoint(tmp_path):
+    # Smoke mode evaluates, and so saves a checkpoint, every 256 frames (8 batches).
+    out = tmp_path / "run"
+    proc = start_run(out)
+    wait_for_rows(out / "log.csv", 12)
+    os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait()
+    state = torch.load(out / "checkpoint.pt", weights_only=True)
+    assert state["interrupted"] and state["frames"] >= 256 and state["frames"] % 256 == 0
+    assert len(read_log(out / "log.csv")) > state["batches"]  # rows the checkpoint never saw
+    frames = state["frames"] + 64
+    resumed = start_run(out, frames, "--resume")
+    stdout, stderr = resumed.communicate(timeout=180)
+    assert resumed.returncode == 0, stderr[-2000:]
+    rows = read_log(out / "log.csv")
+    assert [r["frames"] for r in rows] == [32 * (i + 1) for i in range(frames // 32)]
+    assert all(b["seconds"] >= a["seconds"] for a, b in zip(rows, rows[1:]))
+    assert_consistent(out, finished=True)
+    assert json.loads((out / "run.json").read_text())["config"]["total_frames"] == frames
+
+
+def test_two_runs_in_one_folder(tmp_path):
+    out = tmp_path / "run"
+    first = start_run(out)
+    wait_for_rows(out / "log.csv", 1)
+    second = start_run(out, 20_000, "--overwrite")
+    _, stderr = second.communicate(timeout=60)
+    assert second.returncode == 2 and "in use by another run" in stderr
+    os.killpg(first.pid, signal.SIGINT)
+    first.communicate(timeout=60)
+    assert first.returncode == 130
+    assert_consistent(out, finished=False)
+    assert not (out / "previous").exists()
+
+
+def test_a_full_disk_keeps_the_last_checkpoint(td0_run, tmp_path):
+    copy = shutil.copytree(td0_run[0], tmp_path / "run")
+    before = (copy / "checkpoint.pt").read_bytes()
+    env = {**os.environ, "SDL_VIDEODRIVER": "dummy"}
+    limit = len(before) // 2  # room for the log and the replay memory, not for a checkpoint
+    script = f"ulimit -f {limit // 1024} && exec {sys.executable} -m helpers train "
+    script += f"--target td0 --mode smoke --frames {FRAMES + 256} --out {copy} --resume"
+    result = subprocess.run(
+        ["bash", "-c", script], env=env, capture_output=True, text=True, timeout=300
+    )
+    assert result.returncode == 2, result.stderr[-2000:]
+    assert "Could not write" in result.stderr and "--resume" in result.stderr
+    assert result.stderr.strip().splitlines()[-1].startswith("error: ")
+    assert (copy / "checkpoint.pt").read_bytes() == before
+    assert not list(copy.glob("*.tmp")) and not list(copy.glob(".replay-*"))
 
 
 @pytest.mark.parametrize(
@@ -183,13 +274,46 @@ def test_interrupt_keeps_log_and_checkpoint_and_stops_workers(tmp_path, signum):
         (["--target", "td2", "--mode", "smoke"], "invalid choice"),
         (["--target", "td0", "--mode", "smoke", "--frames", "16"], "smaller than one batch"),
         (["--target", "td0", "--mode", "fast"], "invalid choice"),
+        (["--target", "td0", "--mode", "smoke", "--seed", "-1"], "--seed must be between"),
+        (["--target", "td0", "--mode", "smoke", "--frames", "10" * 12], "is above"),
+        (["--target", "td0", "--mode", "smoke", "--set", "eval_every=0"], "must be positive"),
     ],
 )
 def test_bad_arguments(tmp_path, args, message):
     result = cli("train", *args, "--out", str(tmp_path / "x"))
     assert result.returncode == 2
     assert message in result.stderr
-    assert not (tmp_path / "x" / "log.csv").exists()
+    assert not (tmp_path / "x").exists()
+
+
+@pytest.mark.parametrize(
+    "device,message",
+    [("gpu", "Unknown device 'gpu'"), ("cuda", "not available on this machine")],
+)
+def test_a_bad_device_is_one_line_and_leaves_the_folder_alone(td0_run, device, message):
+    out = td0_run[0]
+    before = contents(out)
+    env = {**os.environ, "SDL_VIDEODRIVER": "dummy", "DQN_COURSE_DEVICE": device}
+    args = [sys.executable, "-m", "helpers", "train", "--target", "td0", "--mode", "smoke"]
+    result = subprocess.run(
+        [*args, "--out", str(out), "--overwrite"], env=env, capture_output=True, text=True
+    )
+    assert result.returncode == 2 and message in result.stderr
+    assert result.stderr.strip().count("\n") == 0, result.stderr
+    assert contents(out) == before
+
+
+@pytest.mark.parametrize("where", ["under a file", "in /proc"])
+def test_an_unwritable_out_folder_is_one_line(tmp_path, where):
+    # /proc refuses new folders even to root (CI runs as root, so chmod would not do).
+    if where == "under a file":
+        (tmp_path / "file").write_text("")
+        out = tmp_path / "file" / "run"
+    else:
+        out = Path("/proc/pixel-dqn-course-test/run")
+    result = cli("train", "--target", "td0", "--mode", "smoke", "--out", str(out))
+    assert result.returncode == 2 and "Cannot use" in result.stderr
+    assert result.stderr.strip().count("\n") == 0, result.stderr
 
 
 def test_resume_without_a_checkpoint(tmp_path):
@@ -207,19 +331,19 @@ def test_resume_from_a_corrupt_checkpoint_changes_nothing(tmp_path):
 
 def test_an_output_folder_with_another_run_is_refused(td0_run):
     out, _, _, _ = td0_run
-    before = {p.name: p.read_bytes() for p in out.iterdir()}
+    before = contents(out)
     result = cli("train", "--target", "td-lambda", "--mode", "smoke", "--out", str(out))
     assert result.returncode == 2 and "different run" in result.stderr
-    assert {p.name: p.read_bytes() for p in out.iterdir()} == before
+    assert contents(out) == before
 
 
 def test_resuming_with_another_pipeline_is_refused(td0_run, tmp_path):
     copy = shutil.copytree(td0_run[0], tmp_path / "run")
-    before = {p.name: p.read_bytes() for p in copy.iterdir()}
+    before = contents(copy)
     args = ["--target", "td0", "--mode", "smoke", "--preset", "tutorial", "--out", str(copy)]
     result = cli("train", *args, "--frames", str(FRAMES + 64), "--resume")
     assert result.returncode == 2 and "course pipeline" in result.stderr
-    assert {p.name: p.read_bytes() for p in copy.iterdir()} == before
+    assert contents(copy) == before
 
 
 def test_help_explains_each_option():

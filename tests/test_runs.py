@@ -1,0 +1,96 @@
+"""Run folders: one run at a time, and --overwrite never loses a good run before the new one
+has its first checkpoint (real files and real locks, in this process and in another)."""
+
+import json
+import subprocess
+import sys
+
+import pytest
+
+from helpers.runs import PENDING_DIR, PREVIOUS_DIR, RunFolder, RunFolderError
+
+RUN = {"target": "td0", "mode": "smoke", "seed": 0, "config": {"pipeline": "course"}}
+NEW = {**RUN, "seed": 1}
+
+
+@pytest.fixture
+def good_run(tmp_path):
+    """A folder holding a finished run (its files, with recognisable contents)."""
+    out = tmp_path / "run"
+    out.mkdir()
+    (out / "run.json").write_text(json.dumps(RUN))
+    for name in ("log.csv", "checkpoint.pt", "curves.png", "evaluation.json"):
+        (out / name).write_text(f"old {name}")
+    return out
+
+
+def files(folder):
+    return {p.name: p.read_text() for p in folder.iterdir() if p.is_file() and p.name != ".lock"}
+
+
+def test_a_run_that_fails_before_its_first_checkpoint_gives_the_old_run_back(good_run):
+    before = files(good_run)
+    with pytest.raises(RuntimeError), RunFolder(good_run) as folder:
+        folder.start(NEW, resume=False, overwrite=True)
+        (good_run / "log.csv").write_text("new rows")
+        raise RuntimeError("the new run fails")
+    assert files(good_run) == before
+    assert not (good_run / PENDING_DIR).exists() and not (good_run / PREVIOUS_DIR).exists()
+
+
+def test_overwrite_keeps_the_old_run_in_previous_once_the_new_one_has_a_checkpoint(good_run):
+    (good_run / PREVIOUS_DIR).mkdir()
+    (good_run / PREVIOUS_DIR / "log.csv").write_text("older still")
+    before = files(good_run)
+    with RunFolder(good_run) as folder:
+        folder.start(NEW, resume=False, overwrite=True)
+        # Until the first checkpoint, the run from two overwrites ago is still there.
+        assert (good_run / PREVIOUS_DIR / "log.csv").read_text() == "older still"
+        (good_run / "checkpoint.pt").write_text("new checkpoint")
+        folder.keep()
+    assert files(good_run / PREVIOUS_DIR) == before
+    assert json.loads((good_run / "run.json").read_text()) == NEW
+
+
+def test_a_start_killed_before_its_first_checkpoint_is_undone_by_the_next_run(good_run):
+    before = files(good_run)
+    # What `kill -9` leaves: the old run set aside, the new run's run.json and log, no checkpoint.
+    (good_run / PENDING_DIR).mkdir()
+    for name in before:
+        (good_run / name).rename(good_run / PENDING_DIR / name)
+    (good_run / "run.json").write_text(json.dumps(NEW))
+    (good_run / "log.csv").write_text("rows of the killed start")
+    with RunFolder(good_run) as folder:
+        assert files(good_run) == before
+        with pytest.raises(RunFolderError, match="Pass --resume"):
+            folder.start(NEW, resume=False, overwrite=False)
+
+
+def test_a_failed_start_does_not_block_the_folder(tmp_path):
+    out = tmp_path / "run"
+    out.mkdir()
+    (out / "run.json").write_text(json.dumps(RUN))  # written, then the run failed
+    with RunFolder(out) as folder:
+        assert folder.start(NEW, resume=False, overwrite=False) is None
+
+
+def test_the_lock_is_held_by_one_process_and_freed_when_it_dies(tmp_path):
+    out = tmp_path / "run"
+    holder = subprocess.Popen(
+        [
+            sys.executable,
+            "-c",
+            "import sys, time; from helpers.runs import RunFolder\n"
+            f"with RunFolder({str(out)!r}):\n"
+            "    print('locked', flush=True); time.sleep(60)",
+        ],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    assert holder.stdout.readline().strip() == "locked"
+    with pytest.raises(RunFolderError, match=f"in use by another run \\(pid {holder.pid}\\)"):
+        RunFolder(out).__enter__()
+    holder.kill()  # as `kill -9` would: no cleanup runs, the kernel frees the lock
+    holder.wait()
+    with RunFolder(out):
+        pass
