@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import math
 import os
 import platform
 from dataclasses import dataclass
@@ -80,20 +81,17 @@ class Config:
                 raise ValueError(
                     f"Setting {field.name} = {value!r} should be of type {type(default).__name__}."
                 )
-        positive = ("total_frames", "frames_per_batch", "batch_size", "buffer_size")
+        positive = ("total_frames", "frames_per_batch", "batch_size", "buffer_size", "lr")
         positive += ("chunk_length", "num_workers", "num_collectors", "eval_every")
-        positive += ("eval_episodes", "eval_max_steps", "norm_init_iter", "lr")
-        for name in positive:
-            if getattr(self, name) <= 0:
-                raise ValueError(f"Setting {name} must be positive, got {getattr(self, name)}.")
-        for name in ("n_optim", "init_random_frames", "eps_frames", "final_episodes"):
-            if getattr(self, name) < 0:
-                raise ValueError(f"Setting {name} cannot be negative, got {getattr(self, name)}.")
-        for name in ("gamma", "lmbda", "tau", "eps_init", "eps_end"):
-            if not 0 <= getattr(self, name) <= 1:
-                raise ValueError(
-                    f"Setting {name} must be between 0 and 1, got {getattr(self, name)}."
-                )
+        positive += ("eval_episodes", "eval_max_steps", "norm_init_iter")
+        counts = ("n_optim", "init_random_frames", "eps_frames", "final_episodes")
+        rates = ("gamma", "lmbda", "tau", "eps_init", "eps_end")
+        for name in positive + counts + rates:
+            value = getattr(self, name)
+            low = 0 if name in counts or name in rates else 1e-12
+            if not low <= value <= (1 if name in rates else math.inf):
+                allowed = "0 to 1" if name in rates else "0 or more" if low == 0 else "positive"
+                raise ValueError(f"Setting {name} must be {allowed}, got {value}.")
 
     def replace(self, **changes: object) -> Config:
         """Return a copy with some fields changed (unknown names raise TypeError)."""

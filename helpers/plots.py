@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 
 import matplotlib.pyplot as plt
@@ -90,3 +91,14 @@ def in_notebook() -> bool:
         return False
     shell = get_ipython()
     return shell is not None and type(shell).__name__ == "ZMQInteractiveShell"
+
+
+def progress_postfix(rows: list[dict]) -> dict:
+    """The progress bar's summary: last loss and value, last evaluation."""
+    last = rows[-1]
+    evals = [r["eval_mean"] for r in rows if not math.isnan(r["eval_mean"])]
+    return {
+        "loss": f"{last['loss']:.4f}",
+        "value": f"{last['value']:.3f}",
+        "eval": f"{evals[-1]:.0f}" if evals else "-",
+    }

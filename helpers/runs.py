@@ -16,6 +16,7 @@ import shutil
 from pathlib import Path
 
 from helpers.checkpoints import CHECKPOINT_FILE, load_checkpoint
+from helpers.config import Config
 
 RUN_FILE, LOG_FILE, CURVES_FILE, EVALUATION_FILE = (
     "run.json",
@@ -27,10 +28,25 @@ RUN_FILES = (RUN_FILE, LOG_FILE, CHECKPOINT_FILE, CURVES_FILE, EVALUATION_FILE)
 PREVIOUS_DIR = "previous"  # where --overwrite keeps the run it replaced
 PENDING_DIR = "previous.pending"  # ... until the new run has saved its first checkpoint
 LOCK_FILE = ".lock"  # held (flock) by the run using the folder; the kernel frees it on any exit
+MAX_FRAMES = 10**9  # far beyond any run of this course; larger numbers overflow schedules
+MAX_SEED = 2**31 - 20_000  # the evaluation environment uses seed + 10,000
 
 
 class RunFolderError(ValueError):
     """A run folder that cannot be used as asked (busy, holding another run, not writable)."""
+
+
+def check_run_arguments(config: Config, seed: int) -> None:
+    """Refuse, before anything is written, a run that cannot work."""
+    if not 0 <= seed <= MAX_SEED:
+        raise ValueError(f"--seed must be between 0 and {MAX_SEED:,}, got {seed}.")
+    if config.total_frames < config.frames_per_batch:
+        raise ValueError(
+            f"total_frames ({config.total_frames}) is smaller than one batch "
+            f"({config.frames_per_batch} frames): ask for at least {config.frames_per_batch}."
+        )
+    if config.total_frames > MAX_FRAMES:
+        raise ValueError(f"total_frames ({config.total_frames}) is above {MAX_FRAMES:,}.")
 
 
 class RunFolder:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import functools
 import json
 import math
 import time
@@ -11,8 +10,6 @@ from pathlib import Path
 
 import matplotlib.pyplot as plt
 import torch
-from torchrl.collectors import Collector
-from torchrl.envs import ExplorationType
 from torchrl.modules import QValueActor
 from tqdm.auto import tqdm
 
@@ -28,20 +25,17 @@ from helpers.config import Config, config_for_mode, get_device, get_mode
 from helpers.envs import compute_norm_constants, make_env
 from helpers.evaluation import EVAL_SEED, episode_lengths, episode_stats, final_evaluation
 from helpers.logs import CsvLog
+from helpers.loop import gradient_step, make_collector, make_optimizer
 from helpers.losses import check_target, make_loss
 from helpers.models import make_model
-from helpers.plots import LiveCurve, in_notebook, plot_training
+from helpers.plots import LiveCurve, in_notebook, plot_training, progress_postfix
 from helpers.replay import make_replay_buffer, scratch_dir
-from helpers.runs import CURVES_FILE, LOG_FILE, RunFolder
+from helpers.runs import CURVES_FILE, LOG_FILE, RunFolder, check_run_arguments
 from helpers.workers import (
     StopOnInterrupt,
-    children_ignore_interrupts,
     stop_workers,
     worker_processes,
 )
-
-MAX_FRAMES = 10**9  # far beyond any run of this course; larger numbers overflow schedules
-MAX_SEED = 2**31 - 20_000  # the evaluation environment uses seed + 10,000
 
 
 @dataclass
@@ -62,52 +56,6 @@ class TrainResult:
     @property
     def checkpoint_path(self) -> Path:
         return self.out_dir / CHECKPOINT_FILE
-
-
-def check_run_arguments(config: Config, seed: int) -> None:
-    """Refuse, before anything is written, a run that cannot work."""
-    if not 0 <= seed <= MAX_SEED:
-        raise ValueError(f"--seed must be between 0 and {MAX_SEED:,}, got {seed}.")
-    if config.total_frames < config.frames_per_batch:
-        raise ValueError(
-            f"total_frames ({config.total_frames}) is smaller than one batch "
-            f"({config.frames_per_batch} frames): ask for at least {config.frames_per_batch}."
-        )
-    if config.total_frames > MAX_FRAMES:
-        raise ValueError(f"total_frames ({config.total_frames}) is above {MAX_FRAMES:,}.")
-
-
-def make_collector(
-    config: Config, policy, obs_norm: dict, total_frames: int, device: torch.device
-) -> Collector:
-    """The course's data collector: `config.num_collectors` asynchronous collector processes,
-    each stepping `config.num_workers` environments with the exploring `policy`.
-
-    Its processes ignore Ctrl+C and SIGTERM (`children_ignore_interrupts`): the main process
-    decides when to stop and shuts them down.
-    """
-    with children_ignore_interrupts():
-        return Collector(
-            functools.partial(
-                make_env,
-                parallel=config.parallel_envs,
-                obs_norm_state_dict=obs_norm,
-                num_workers=config.num_workers,
-                pipeline=config.pipeline,
-            ),
-            policy,
-            num_collectors=config.num_collectors,
-            sync=False,
-            frames_per_batch=config.frames_per_batch,
-            total_frames=total_frames,
-            exploration_type=ExplorationType.RANDOM,
-            device=device,
-            storing_device="cpu",
-            # By default the collector leaves this process one thread per core it does not
-            # give a worker: a single thread on 2 cores. The course keeps every core for the
-            # gradient steps and lets the OS share them with the workers.
-            num_threads=torch.get_num_threads() if config.pipeline == "course" else None,
-        )
 
 
 def train(
@@ -277,7 +225,7 @@ def _train(
                 if evaluate and frames < config.total_frames:
                     checkpoint(finished=False)  # what a run killed outright keeps
                 bar.update(new_frames)
-                bar.set_postfix(_postfix(log.rows), refresh=False)
+                bar.set_postfix(progress_postfix(log.rows), refresh=False)
                 if live is not None and "eval_mean" in row:
                     live.update(log.rows)
                 if stop.requested:
@@ -309,48 +257,3 @@ def _train(
     if finished and config.final_episodes > 0:
         final_eval = final_evaluation(out_dir, config, progress)
     return TrainResult(out_dir, log.rows, counters["frames"], not finished, model.actor, final_eval)
-
-
-def make_optimizer(loss_module: torch.nn.Module, config: Config, device: torch.device):
-    """Adam on the loss's trainable parameters; its fused kernel where torch has one.
-
-    The fused and plain paths compute the same update; fused costs one kernel per step rather
-    than several per parameter, which matters for a small network.
-    """
-    try:
-        return torch.optim.Adam(
-            loss_module.parameters(), lr=config.lr, betas=config.betas, fused=True
-        )
-    except RuntimeError:  # no fused Adam for this device
-        return torch.optim.Adam(loss_module.parameters(), lr=config.lr, betas=config.betas)
-
-
-def gradient_step(
-    loss_module: torch.nn.Module,
-    optim: torch.optim.Optimizer,
-    target_updater,
-    sample,
-    max_grad_norm: float,
-) -> tuple[float, float]:
-    """One DQN update on `sample`: loss, backward, clip, Adam step, soft target update.
-
-    Returns the loss and the gradient norm before clipping.
-    """
-    loss = loss_module(sample)["loss"]
-    loss.backward()
-    grad_norm = torch.nn.utils.clip_grad_norm_(loss_module.parameters(), max_grad_norm)
-    optim.step()
-    optim.zero_grad(set_to_none=True)
-    target_updater.step()
-    return loss.item(), grad_norm.item()
-
-
-def _postfix(rows: list[dict]) -> dict:
-    """The progress bar's summary: last loss and value, last evaluation."""
-    last = rows[-1]
-    evals = [r["eval_mean"] for r in rows if not math.isnan(r["eval_mean"])]
-    return {
-        "loss": f"{last['loss']:.4f}",
-        "value": f"{last['value']:.3f}",
-        "eval": f"{evals[-1]:.0f}" if evals else "-",
-    }

@@ -1,5 +1,8 @@
 """The benchmark's measurements that can be checked by hand (speeds are reported, not asserted)."""
 
+import subprocess
+import sys
+
 from helpers.bench import bytes_per_frame, format_bench
 
 
@@ -60,3 +63,11 @@ def test_format_bench_names_the_machine():
     assert "test machine" in text and "1.25x / 3.75x" in text and "80% of raw" in text
     assert "150.0 (60% of its optimisation bound)" in text and "2000 / 700" in text
     assert "131,110" in text and "4,290" in text and "411 MB / 13,111 MB" in text
+
+
+def test_torchrl_logs_go_to_stderr_so_json_output_stays_json():
+    # `bench --json | jq` reads stdout: torchrl's INFO lines (collector start-up) must not be there.
+    code = "import helpers; from torchrl._utils import logger; logger.info('hello from torchrl')"
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout == "" and "hello from torchrl" in result.stderr

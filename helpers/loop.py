@@ -1,0 +1,82 @@
+"""The parts of the training loop that `train`, `bench` and notebook 04 share: the collector
+that plays, and the optimiser and gradient step that learn (loss, backward, clip, Adam step,
+soft target update)."""
+
+from __future__ import annotations
+
+import functools
+
+import torch
+from torchrl.collectors import Collector
+from torchrl.envs import ExplorationType
+
+from helpers.config import Config
+from helpers.envs import make_env
+from helpers.workers import children_ignore_interrupts
+
+
+def make_optimizer(loss_module: torch.nn.Module, config: Config, device: torch.device):
+    """Adam on the loss's trainable parameters; its fused kernel where torch has one.
+
+    The fused and plain paths compute the same update; fused costs one kernel per step rather
+    than several per parameter, which matters for a small network.
+    """
+    try:
+        return torch.optim.Adam(
+            loss_module.parameters(), lr=config.lr, betas=config.betas, fused=True
+        )
+    except RuntimeError:  # no fused Adam for this device
+        return torch.optim.Adam(loss_module.parameters(), lr=config.lr, betas=config.betas)
+
+
+def gradient_step(
+    loss_module: torch.nn.Module,
+    optim: torch.optim.Optimizer,
+    target_updater,
+    sample,
+    max_grad_norm: float,
+) -> tuple[float, float]:
+    """One DQN update on `sample`: loss, backward, clip, Adam step, soft target update.
+
+    Returns the loss and the gradient norm before clipping.
+    """
+    loss = loss_module(sample)["loss"]
+    loss.backward()
+    grad_norm = torch.nn.utils.clip_grad_norm_(loss_module.parameters(), max_grad_norm)
+    optim.step()
+    optim.zero_grad(set_to_none=True)
+    target_updater.step()
+    return loss.item(), grad_norm.item()
+
+
+def make_collector(
+    config: Config, policy, obs_norm: dict, total_frames: int, device: torch.device
+) -> Collector:
+    """The course's data collector: `config.num_collectors` asynchronous collector processes,
+    each stepping `config.num_workers` environments with the exploring `policy`.
+
+    Its processes ignore Ctrl+C and SIGTERM (`children_ignore_interrupts`): the main process
+    decides when to stop and shuts them down.
+    """
+    with children_ignore_interrupts():
+        return Collector(
+            functools.partial(
+                make_env,
+                parallel=config.parallel_envs,
+                obs_norm_state_dict=obs_norm,
+                num_workers=config.num_workers,
+                pipeline=config.pipeline,
+            ),
+            policy,
+            num_collectors=config.num_collectors,
+            sync=False,
+            frames_per_batch=config.frames_per_batch,
+            total_frames=total_frames,
+            exploration_type=ExplorationType.RANDOM,
+            device=device,
+            storing_device="cpu",
+            # By default the collector leaves this process one thread per core it does not
+            # give a worker: a single thread on 2 cores. The course keeps every core for the
+            # gradient steps and lets the OS share them with the workers.
+            num_threads=torch.get_num_threads() if config.pipeline == "course" else None,
+        )
