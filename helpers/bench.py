@@ -23,12 +23,13 @@ from tensordict import TensorDict
 from torchrl.envs.utils import RandomPolicy
 
 from helpers.config import SYSTEM_FIELDS, TUTORIAL, Config, config_for_mode
-from helpers.envs import compute_norm_constants, make_base_env, make_env
+from helpers.envs import make_base_env, make_env
 from helpers.frame_replay import FrameReplay
 from helpers.logs import read_log
 from helpers.loop import gradient_step, make_optimizer
 from helpers.losses import make_loss
 from helpers.models import make_model
+from helpers.normalization import compute_norm_constants
 from helpers.replay import scratch_dir
 
 BENCH_FRAMES = 1_024  # frames of each benchmark training run at the tutorial's settings

@@ -1,10 +1,10 @@
-"""Environment utils: the pixel CartPole environment, its transforms and normalization constants."""
+"""Environment utils: the pixel CartPole environment and its transforms (the normalization's
+constants are computed and stored by `helpers.normalization`)."""
 
 from __future__ import annotations
 
 import functools
 import os
-from pathlib import Path
 
 import torch
 import torch.nn.functional as F
@@ -25,8 +25,6 @@ from torchrl.envs import (
 )
 from torchrl.envs.libs.gym import GymEnv
 
-from helpers.config import output_dir
-
 # pygame draws CartPole; with no screen (servers, CI, Docker) it needs SDL's dummy driver.
 os.environ.setdefault("SDL_VIDEODRIVER", "dummy")
 
@@ -37,12 +35,6 @@ FRAME_SIZE = 64  # frames are resized to FRAME_SIZE x FRAME_SIZE
 # and leaves 60% less to convert and resize.
 CROP_TOP, CROP_HEIGHT = 160, 160
 FRAME_STACK = 4  # the observation stacks this many consecutive frames
-NORM_REDUCE_DIMS = (-1, -2, -4)  # average over width, height and time...
-NORM_KEEP_DIMS = (-1, -2)  # ...keeping size-1 width and height: loc/scale are [4, 1, 1]
-NORM_FILE = "obs_norm.pt"  # where notebook 02 saves the constants, in the outputs folder
-# Saved with the constants: which view of the frame they were computed on, so that a file made
-# before the pipeline changed is recomputed rather than used.
-NORM_VIEW = "rows 160-319, uint8 resize then grey"
 FRAMES_KEY = "frames"  # the stack as uint8 frames, before the float conversion (for the replay)
 PIPELINES = ("course", "tutorial")
 
@@ -142,7 +134,7 @@ def make_env(
             instead of one after the other in this process (a SerialEnv); either way the
             transforms run once, batched, in this process.
         obs_norm_state_dict: `loc` and `scale` of the ObservationNorm (see
-            `compute_norm_constants`); without them the normalization is left to be
+            `helpers.normalization.compute_norm_constants`); without them the normalization is left to be
             initialised with `init_stats`.
         num_workers: number of environments; 1 (and not `parallel`) gives a plain env.
         device: where the environment puts its tensors (default: CPU).
@@ -166,24 +158,6 @@ def make_env(
     return env
 
 
-def compute_norm_constants(num_iter: int = 1_000, seed: int | None = 0) -> dict:
-    """Run a random policy for `num_iter` steps and return the ObservationNorm state dict."""
-    env = make_env(seed=seed)
-    try:
-        with torch.random.fork_rng():
-            if seed is not None:
-                torch.manual_seed(seed)  # the random actions too, leaving the caller's RNG alone
-            env.transform[-1].init_stats(
-                num_iter=num_iter,
-                reduce_dim=list(NORM_REDUCE_DIMS),
-                cat_dim=0,
-                keep_dims=NORM_KEEP_DIMS,
-            )
-        return {k: v.clone() for k, v in env.transform[-1].state_dict().items()}
-    finally:
-        env.close()
-
-
 def check_norm_constants(state_dict: dict) -> None:
     """Raise a ValueError unless `state_dict` holds `loc` and `scale` of shape [4, 1, 1]."""
     expected = torch.Size([FRAME_STACK, 1, 1])
@@ -195,42 +169,3 @@ def check_norm_constants(state_dict: dict) -> None:
                 f"got {value!r:.80}. Recompute them with compute_norm_constants() "
                 "(notebook 02)."
             )
-
-
-def save_norm_constants(state_dict: dict, path: str | Path) -> Path:
-    """Save the normalization constants to `path` (a small torch file)."""
-    check_norm_constants(state_dict)
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    torch.save({**state_dict, "view": NORM_VIEW}, path)
-    return path
-
-
-def load_norm_constants(path: str | Path) -> dict:
-    """Load constants saved by `save_norm_constants`; a missing file names the notebook that makes it."""
-    path = Path(path)
-    if not path.exists():
-        raise FileNotFoundError(
-            f"No normalization constants at {path}. Run notebook 02_normalization first, "
-            "or compute them with helpers.envs.compute_norm_constants()."
-        )
-    state_dict = torch.load(path, weights_only=True)
-    check_norm_constants(state_dict)
-    return state_dict
-
-
-def course_norm_constants(num_iter: int = 1_000) -> dict:
-    """The constants notebook 02 saved in the outputs folder; when that file is missing or was
-    made for an older pipeline, say so, compute them (`num_iter` random steps) and save them."""
-    path = output_dir() / NORM_FILE
-    if path.exists():
-        state_dict = load_norm_constants(path)
-        if state_dict.get("view") == NORM_VIEW:
-            print(f"Normalization constants loaded from {path}")
-            return state_dict
-        print(f"{path} was computed on an older view of the frame: computing the constants now.")
-    else:
-        print(f"{path} not found (notebook 02_normalization makes it): computing them now.")
-    state_dict = compute_norm_constants(num_iter)
-    save_norm_constants(state_dict, path)
-    return state_dict

@@ -22,12 +22,13 @@ from helpers.checkpoints import (
     training_state,
 )
 from helpers.config import Config, config_for_mode, get_device, get_mode
-from helpers.envs import compute_norm_constants, make_env
+from helpers.envs import make_env
 from helpers.evaluation import EVAL_SEED, episode_lengths, episode_stats, final_evaluation
 from helpers.logs import CsvLog
 from helpers.loop import gradient_step, make_collector, make_optimizer
 from helpers.losses import check_target, make_loss
 from helpers.models import make_model
+from helpers.normalization import compute_norm_constants
 from helpers.plots import LiveCurve, in_notebook, plot_training, progress_postfix
 from helpers.replay import make_replay_buffer, scratch_dir
 from helpers.runs import CURVES_FILE, LOG_FILE, RunFolder, check_run_arguments

@@ -16,6 +16,6 @@ def _private_outputs(tmp_path, monkeypatch):
 
 @pytest.fixture(scope="session")
 def obs_norm():
-    from helpers.envs import compute_norm_constants
+    from helpers.normalization import compute_norm_constants
 
     return compute_norm_constants(num_iter=100, seed=0)

@@ -10,15 +10,17 @@ from helpers.envs import (
     CROP_TOP,
     FRAME_STACK,
     FRAMES_KEY,
-    NORM_KEEP_DIMS,
-    NORM_REDUCE_DIMS,
-    NORM_VIEW,
     Uint8Resize,
-    course_norm_constants,
-    load_norm_constants,
     make_base_env,
     make_env,
     make_transforms,
+)
+from helpers.normalization import (
+    NORM_KEEP_DIMS,
+    NORM_REDUCE_DIMS,
+    NORM_VIEW,
+    course_norm_constants,
+    load_norm_constants,
     save_norm_constants,
 )
 from helpers.workers import worker_processes
