@@ -62,8 +62,8 @@ def env_rates(obs_norm: dict, steps: int = 300, repeats: int = 3) -> dict:
     torch.set_num_threads(1)
     envs = {
         "raw": make_base_env(),
-        "course": make_env(obs_norm_state_dict=obs_norm),
-        "tutorial": make_env(obs_norm_state_dict=obs_norm, pipeline="tutorial"),
+        "course": make_env(obs_norm=obs_norm),
+        "tutorial": make_env(obs_norm=obs_norm, pipeline="tutorial"),
     }
     try:
         rates = {name: steps_per_second(env, steps, repeats) for name, env in envs.items()}
@@ -83,13 +83,13 @@ def env_rates(obs_norm: dict, steps: int = 300, repeats: int = 3) -> dict:
 def bytes_per_frame(obs_norm: dict, capacity: int = 1_000, steps: int = 1_500) -> dict:
     """Replay storage per stored step: the tutorial's (every key of a collected step, float32
     stacks) against the course's compact memory, filled by random play until it wraps."""
-    env = make_env(obs_norm_state_dict=obs_norm, pipeline="tutorial", seed=0)
+    env = make_env(obs_norm=obs_norm, pipeline="tutorial", seed=0)
     model = make_model(env, config_for_mode("smoke"))
     batch = env.rollout(8, model.policy_explore, break_when_any_done=False)
     env.close()
     tutorial_keys = batch.exclude("step_count", ("next", "step_count"))  # it had no counter
     naive = sum(v[0].numel() * v.element_size() for v in tutorial_keys.values(True, True))
-    env = make_env(obs_norm_state_dict=obs_norm, seed=0)
+    env = make_env(obs_norm=obs_norm, seed=0)
     with tempfile.TemporaryDirectory(prefix="dqn-bench-") as tmp, scratch_dir(tmp) as scratch:
         replay = FrameReplay(capacity, 32, obs_norm, scratch)
         rollout = env.rollout(steps, break_when_any_done=False)
@@ -113,7 +113,7 @@ def bytes_per_frame(obs_norm: dict, capacity: int = 1_000, steps: int = 1_500) -
 
 def optimisation_rate(obs_norm: dict, config: Config, steps: int = 10) -> float:
     """Median samples/s of gradient steps alone (loss, backward, clip, Adam, target update)."""
-    env = make_env(obs_norm_state_dict=obs_norm)
+    env = make_env(obs_norm=obs_norm)
     model = make_model(env, config)
     env.close()
     loss_module, updater = make_loss(model.actor, config, "td0")

@@ -254,7 +254,7 @@ class Agent:
     def make_env(self, seed: int | None = None, **kwargs: object) -> TransformedEnv:
         """The evaluation environment, normalized with the constants the agent was trained with."""
         kwargs.setdefault("pipeline", self.config.pipeline)
-        return make_env(obs_norm_state_dict=self.obs_norm, seed=seed, **kwargs)
+        return make_env(obs_norm=self.obs_norm, seed=seed, **kwargs)
 
 
 def load_agent(path: str | Path, device: str | torch.device = "cpu") -> Agent:
@@ -266,7 +266,7 @@ def load_agent(path: str | Path, device: str | torch.device = "cpu") -> Agent:
         params = kept_params(state)
     except (KeyError, TypeError, ValueError) as err:
         raise CheckpointError(f"{path} is not a usable training checkpoint: {err}") from None
-    env = make_env(obs_norm_state_dict=obs_norm)
+    env = make_env(obs_norm=obs_norm)
     try:
         actor = make_actor(env, config.init_bias, device, config.network)
     finally:

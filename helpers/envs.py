@@ -69,17 +69,17 @@ def check_pipeline(pipeline: str) -> str:
     return pipeline
 
 
-def make_obs_norm(obs_norm_state_dict: dict, in_keys: list | None = None) -> ObservationNorm:
+def make_obs_norm(obs_norm: dict, in_keys: list | None = None) -> ObservationNorm:
     """The ObservationNorm with saved constants `loc` and `scale`, on `in_keys` (["pixels"])."""
     return ObservationNorm(
         in_keys=in_keys or ["pixels"],
-        loc=obs_norm_state_dict["loc"].clone(),
-        scale=obs_norm_state_dict["scale"].clone(),
+        loc=obs_norm["loc"].clone(),
+        scale=obs_norm["scale"].clone(),
         standard_normal=True,
     )
 
 
-def make_transforms(obs_norm_state_dict: dict | None = None, pipeline: str = "course") -> Compose:
+def make_transforms(obs_norm: dict | None = None, pipeline: str = "course") -> Compose:
     """The observation pipeline, ending with the normalization (lazy when no constants).
 
     "tutorial" is the tutorial's order: ToTensorImage, RewardScaling, GrayScale, Resize,
@@ -88,10 +88,10 @@ def make_transforms(obs_norm_state_dict: dict | None = None, pipeline: str = "co
     uint8 stack under `frames` for the compact replay memory, and only then converts to float:
     the same scene, drawn taller, for much less work per step (notebook 01 shows both).
     """
-    if obs_norm_state_dict is None:
+    if obs_norm is None:
         norm = ObservationNorm(in_keys=["pixels"], standard_normal=True)
     else:
-        norm = make_obs_norm(obs_norm_state_dict)
+        norm = make_obs_norm(obs_norm)
     reward = RewardScaling(loc=0.0, scale=0.1)  # reward 1 -> 0.1 per step
     if check_pipeline(pipeline) == "tutorial":
         stack = CatFrames(FRAME_STACK, in_keys=["pixels"], dim=-3)  # -> [4, 64, 64]
@@ -121,7 +121,7 @@ def make_transforms(obs_norm_state_dict: dict | None = None, pipeline: str = "co
 
 def make_env(
     parallel: bool = False,
-    obs_norm_state_dict: dict | None = None,
+    obs_norm: dict | None = None,
     num_workers: int = 1,
     device: str | torch.device | None = None,
     seed: int | None = None,
@@ -133,7 +133,7 @@ def make_env(
         parallel: run the `num_workers` environments in worker processes (a ParallelEnv)
             instead of one after the other in this process (a SerialEnv); either way the
             transforms run once, batched, in this process.
-        obs_norm_state_dict: `loc` and `scale` of the ObservationNorm (see
+        obs_norm: `loc` and `scale` of the ObservationNorm (see
             `helpers.normalization.compute_norm_constants`); without them the normalization is left to be
             initialised with `init_stats`.
         num_workers: number of environments; 1 (and not `parallel`) gives a plain env.
@@ -141,8 +141,8 @@ def make_env(
         seed: seed for the environment(s), for repeatable rollouts.
         pipeline: "course" (uint8 first, see `make_transforms`) or "tutorial".
     """
-    if obs_norm_state_dict is not None:
-        check_norm_constants(obs_norm_state_dict)
+    if obs_norm is not None:
+        check_norm_constants(obs_norm)
     if not isinstance(num_workers, int) or num_workers < 1:
         raise ValueError(f"num_workers must be a positive integer, got {num_workers!r}.")
     factory = functools.partial(make_base_env, device=device)
@@ -152,7 +152,7 @@ def make_env(
         base_env = SerialEnv(num_workers, factory)
     else:
         base_env = factory()
-    env = TransformedEnv(base_env, make_transforms(obs_norm_state_dict, pipeline))
+    env = TransformedEnv(base_env, make_transforms(obs_norm, pipeline))
     if seed is not None:
         env.set_seed(seed)
     return env

@@ -22,7 +22,7 @@ def min_capacity(row_steps: int) -> int:
     return 2 * row_steps + FRAME_STACK
 
 
-def make_normalizer(obs_norm_state_dict: dict) -> Compose:
+def make_normalizer(obs_norm: dict) -> Compose:
     """uint8 stacks under `frames` -> normalized float `pixels`, for obs and next obs.
 
     The same two transforms that end the environment's pipeline, so a rebuilt stack is
@@ -31,7 +31,7 @@ def make_normalizer(obs_norm_state_dict: dict) -> Compose:
     pixels = ["pixels", ("next", "pixels")]
     return Compose(
         ToTensorImage(in_keys=[FRAMES_KEY, NEXT_FRAMES], out_keys=pixels, shape_tolerant=True),
-        make_obs_norm(obs_norm_state_dict, pixels),
+        make_obs_norm(obs_norm, pixels),
     )
 
 
@@ -54,7 +54,7 @@ class FrameReplay:
         self,
         capacity: int,
         batch_size: int,
-        obs_norm_state_dict: dict,
+        obs_norm: dict,
         scratch: str | Path,
         chunk: int | None = None,
         num_actions: int = 2,
@@ -62,7 +62,7 @@ class FrameReplay:
         """Args:
         capacity: frames the ring holds (about as many steps: L steps take L + 1 frames).
         batch_size: steps per sample; with `chunk`, `batch_size // chunk` whole chunks.
-        obs_norm_state_dict: the normalization constants of the environment.
+        obs_norm: the normalization constants of the environment.
         scratch: folder for the memory-mapped files (see `scratch_dir`).
         chunk: None samples single transitions (TD(0)); an int cuts each collected row into
             chunks of `chunk` consecutive steps and samples whole chunks, [chunks, chunk]
@@ -101,7 +101,7 @@ class FrameReplay:
         self.steps_written = 0
         self.complete_steps = self.complete_chunks = 0  # whose next frame is known
         self.open_steps: dict[int, int] = {}  # trajectory id -> position of its last step so far
-        self.normalizer = make_normalizer(obs_norm_state_dict)
+        self.normalizer = make_normalizer(obs_norm)
 
     # ----- writing -------------------------------------------------------------------------
     def extend(self, data: TensorDictBase) -> torch.Tensor:

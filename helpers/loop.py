@@ -63,7 +63,7 @@ def make_collector(
             functools.partial(
                 make_env,
                 parallel=config.parallel_envs,
-                obs_norm_state_dict=obs_norm,
+                obs_norm=obs_norm,
                 num_workers=config.num_workers,
                 pipeline=config.pipeline,
             ),

@@ -90,7 +90,7 @@ def make_actor(
     except RuntimeError as err:
         raise ValueError(
             "The environment's ObservationNorm has no constants yet: build it with "
-            "make_env(obs_norm_state_dict=...) (see notebook 02)."
+            "make_env(obs_norm=...) (see notebook 02)."
         ) from err
     with torch.no_grad():
         actor(fake.to(device))

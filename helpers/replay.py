@@ -83,7 +83,7 @@ class NaiveReplay:
 
 
 def make_replay_buffer(
-    config: Config, target: str, scratch: str | Path, obs_norm_state_dict: dict | None = None
+    config: Config, target: str, scratch: str | Path, obs_norm: dict | None = None
 ) -> FrameReplay | NaiveReplay:
     """The replay memory of `config.pipeline`: FrameReplay (course) or NaiveReplay (tutorial).
 
@@ -92,13 +92,13 @@ def make_replay_buffer(
         target: "td0" samples `batch_size` single transitions; "td-lambda" samples
             `batch_size // chunk_length` whole collected rows, shaped [chunks, time].
         scratch: folder for the memory-mapped files (see `scratch_dir`).
-        obs_norm_state_dict: normalization constants (the compact memory normalizes on sampling).
+        obs_norm: normalization constants (the compact memory normalizes on sampling).
     """
     if target not in ("td0", "td-lambda"):
         raise ValueError(f"Unknown target {target!r}: choose 'td0' or 'td-lambda'.")
     if check_pipeline(config.pipeline) == "tutorial":
         return NaiveReplay(config, target, scratch)
-    if obs_norm_state_dict is None:
+    if obs_norm is None:
         raise ValueError("The compact replay memory needs the normalization constants.")
     row = config.frames_per_batch // config.num_workers
     if config.buffer_size < min_capacity(row):  # say so now, not once the collectors run
@@ -109,7 +109,7 @@ def make_replay_buffer(
     return FrameReplay(
         config.buffer_size,
         config.batch_size,
-        obs_norm_state_dict,
+        obs_norm,
         scratch,
         chunk=None if target == "td0" else chunk_length(config),
     )

@@ -67,7 +67,7 @@ def train(
     config: Config | None = None,
     seed: int = 0,
     device: str | torch.device | None = None,
-    obs_norm_state_dict: dict | None = None,
+    obs_norm: dict | None = None,
     resume: bool = False,
     overwrite: bool = False,
     live_plot: bool | None = None,
@@ -83,7 +83,7 @@ def train(
         config: hyperparameters, overriding those of the mode.
         seed: seed of torch, the collectors' and the evaluation environments.
         device: where the network trains (default: CUDA, MPS, then CPU).
-        obs_norm_state_dict: normalization constants (computed when missing).
+        obs_norm: normalization constants (computed when missing).
         resume: continue the run saved in `out_dir` up to `config.total_frames`.
         overwrite: replace a run already in `out_dir` (otherwise that is an error).
         live_plot: redraw a learning curve during training (default: inside a notebook).
@@ -103,7 +103,7 @@ def train(
     run = {"target": target, "mode": mode, "seed": seed, "config": config.to_dict()}
     with RunFolder(out_dir) as folder:
         state = folder.start(json.loads(json.dumps(run)), resume, overwrite)
-        return _train(folder, run, state, config, device, obs_norm_state_dict, live_plot, progress)
+        return _train(folder, run, state, config, device, obs_norm, live_plot, progress)
 
 
 def _train(
@@ -112,7 +112,7 @@ def _train(
     state: dict | None,
     config: Config,
     device: torch.device,
-    obs_norm_state_dict: dict | None,
+    obs_norm: dict | None,
     live_plot: bool | None,
     progress: bool,
 ) -> TrainResult:
@@ -120,12 +120,12 @@ def _train(
     out_dir, target, seed = folder.path, run["target"], run["seed"]
     torch.manual_seed(seed)
     if state is not None:
-        obs_norm_state_dict = state["obs_norm"]
-    elif obs_norm_state_dict is None:
-        obs_norm_state_dict = compute_norm_constants(config.norm_init_iter, seed=seed)
+        obs_norm = state["obs_norm"]
+    elif obs_norm is None:
+        obs_norm = compute_norm_constants(config.norm_init_iter, seed=seed)
 
     eval_env = make_env(
-        obs_norm_state_dict=obs_norm_state_dict,
+        obs_norm=obs_norm,
         device=device,
         seed=seed + 10_000,
         pipeline=config.pipeline,
@@ -153,7 +153,7 @@ def _train(
                 counters=counters,
                 loss_module=loss_module,
                 optim=optim,
-                obs_norm=obs_norm_state_dict,
+                obs_norm=obs_norm,
                 epsilon=float(model.egreedy.eps),
                 best=best,
                 finished=finished,
@@ -173,11 +173,9 @@ def _train(
         total=config.total_frames, initial=counters["frames"], unit="frame", disable=not progress
     )
     with scratch_dir(out_dir) as scratch, StopOnInterrupt() as stop:
-        replay = make_replay_buffer(config, target, scratch, obs_norm_state_dict)
+        replay = make_replay_buffer(config, target, scratch, obs_norm)
         try:
-            collector = make_collector(
-                config, model.policy_explore, obs_norm_state_dict, remaining, device
-            )
+            collector = make_collector(config, model.policy_explore, obs_norm, remaining, device)
             collector.set_seed(seed)
             for data in collector:
                 new_frames = data.numel()

@@ -46,7 +46,7 @@ def test_loaded_agent_reproduces_the_trained_greedy_actions(tmp_path, obs_norm):
         tmp_path / "run",
         mode="smoke",
         config=config_for_mode("smoke").replace(total_frames=96),
-        obs_norm_state_dict=obs_norm,
+        obs_norm=obs_norm,
         progress=False,
         live_plot=False,
     )

@@ -27,7 +27,7 @@ from helpers.workers import worker_processes
 
 
 def test_env_specs_are_consistent(obs_norm):
-    env = make_env(obs_norm_state_dict=obs_norm, seed=0)
+    env = make_env(obs_norm=obs_norm, seed=0)
     try:
         check_env_specs(env)
     finally:
@@ -35,7 +35,7 @@ def test_env_specs_are_consistent(obs_norm):
 
 
 def test_observation_is_four_stacked_64x64_frames(obs_norm):
-    env = make_env(obs_norm_state_dict=obs_norm, seed=0)
+    env = make_env(obs_norm=obs_norm, seed=0)
     td = env.reset()
     env.close()
     assert td["pixels"].shape == (4, 64, 64)
@@ -51,7 +51,7 @@ def test_constants_have_shape_4_1_1(obs_norm):
 
 
 def test_normalized_pixels_have_zero_mean_unit_std_on_a_fresh_rollout(obs_norm):
-    env = make_env(obs_norm_state_dict=obs_norm, seed=123)
+    env = make_env(obs_norm=obs_norm, seed=123)
     pixels = env.rollout(200, break_when_any_done=False)["next", "pixels"]
     env.close()
     assert abs(pixels.mean().item()) < 0.1
@@ -72,14 +72,14 @@ def test_the_tutorials_init_stats_flow_normalizes_that_same_env():
 
 
 def test_a_step_is_rewarded_0_1(obs_norm):
-    env = make_env(obs_norm_state_dict=obs_norm, seed=0)
+    env = make_env(obs_norm=obs_norm, seed=0)
     rollout = env.rollout(5)
     env.close()
     torch.testing.assert_close(rollout["next", "reward"], torch.full((5, 1), 0.1))
 
 
 def test_stacked_frames_start_from_the_reset_frame(obs_norm):
-    env = make_env(obs_norm_state_dict=obs_norm, seed=0)
+    env = make_env(obs_norm=obs_norm, seed=0)
     first = env.reset()["pixels"] * obs_norm["scale"] + obs_norm["loc"]  # undo the norm
     env.close()
     for i in range(1, FRAME_STACK):
@@ -121,23 +121,23 @@ def test_constants_saved_for_an_older_pipeline_are_recomputed(tmp_path, monkeypa
 def test_constants_of_the_wrong_shape_are_refused():
     bad = {"loc": torch.zeros(3, 64, 64), "scale": torch.ones(3, 64, 64)}
     with pytest.raises(ValueError, match=r"\[4, 1, 1\]"):
-        make_env(obs_norm_state_dict=bad)
+        make_env(obs_norm=bad)
 
 
 @pytest.mark.parametrize("num_workers", [0, -1, 1.5])
 def test_bad_worker_count_is_refused(num_workers, obs_norm):
     with pytest.raises(ValueError, match="num_workers"):
-        make_env(parallel=True, num_workers=num_workers, obs_norm_state_dict=obs_norm)
+        make_env(parallel=True, num_workers=num_workers, obs_norm=obs_norm)
 
 
 def test_parallel_env_batches_workers_and_leaves_no_process(obs_norm):
     before = {p.pid for p in worker_processes()}
-    env = make_env(parallel=True, num_workers=2, obs_norm_state_dict=obs_norm, seed=0)
+    env = make_env(parallel=True, num_workers=2, obs_norm=obs_norm, seed=0)
     rollout = env.rollout(10, break_when_any_done=False)
     assert rollout["pixels"].shape == (2, 10, 4, 64, 64)
     assert {p.pid for p in worker_processes()} - before, "the ParallelEnv started no worker"
     env.close()
-    single = make_env(obs_norm_state_dict=obs_norm)
+    single = make_env(obs_norm=obs_norm)
     single.rollout(3)
     single.close()
     from helpers.workers import stop_workers
@@ -148,7 +148,7 @@ def test_parallel_env_batches_workers_and_leaves_no_process(obs_norm):
 
 def test_serial_env_steps_its_workers_in_this_process_and_keeps_uint8_frames(obs_norm):
     before = {p.pid for p in worker_processes()}
-    env = make_env(num_workers=2, obs_norm_state_dict=obs_norm, seed=0)
+    env = make_env(num_workers=2, obs_norm=obs_norm, seed=0)
     rollout = env.rollout(6, break_when_any_done=False)
     assert {p.pid for p in worker_processes()} == before, "a SerialEnv starts no process"
     env.close()
@@ -184,7 +184,7 @@ def test_the_crop_keeps_the_band_at_full_width():
 
 
 def test_the_tutorial_pipeline_keeps_its_order_and_no_uint8_copy(obs_norm):
-    tutorial = make_env(obs_norm_state_dict=obs_norm, seed=0, pipeline="tutorial")
+    tutorial = make_env(obs_norm=obs_norm, seed=0, pipeline="tutorial")
     names = [type(t).__name__ for t in tutorial.transform]
     tutorial.close()
     assert names[1:] == [
@@ -196,7 +196,7 @@ def test_the_tutorial_pipeline_keeps_its_order_and_no_uint8_copy(obs_norm):
         "ObservationNorm",
     ]
     with pytest.raises(ValueError, match="course, tutorial"):
-        make_env(obs_norm_state_dict=obs_norm, pipeline="fast")
+        make_env(obs_norm=obs_norm, pipeline="fast")
 
 
 def test_uint8_resize_matches_torchrls_resize_to_a_grey_level():

@@ -105,7 +105,7 @@ def test_unknown_target():
 def test_dqn_loss_equals_the_hand_written_loss(obs_norm, target, shape, double_dqn, loss_function):
     torch.manual_seed(0)
     config = config_for_mode("smoke").replace(double_dqn=double_dqn, loss_function=loss_function)
-    env = make_env(obs_norm_state_dict=obs_norm)
+    env = make_env(obs_norm=obs_norm)
     model = make_model(env, config)
     env.close()
     loss_module, _ = make_loss(model.actor, config, target)
@@ -158,7 +158,7 @@ def test_huber_loss_by_hand():
 
 def test_dqn_loss_with_lambda_zero_is_td0(obs_norm):
     config = config_for_mode("smoke").replace(lmbda=0.0)
-    env = make_env(obs_norm_state_dict=obs_norm)
+    env = make_env(obs_norm=obs_norm)
     model = make_model(env, config)
     env.close()
     flags = torch.zeros(2, 3, 1, dtype=torch.bool)

@@ -12,7 +12,7 @@ from helpers.models import make_egreedy, make_model, make_qnet, q_values
 
 @pytest.fixture(scope="module")
 def env(obs_norm):
-    env = make_env(obs_norm_state_dict=obs_norm, seed=0)
+    env = make_env(obs_norm=obs_norm, seed=0)
     yield env
     env.close()
 
@@ -116,6 +116,6 @@ def test_make_model_needs_an_environment():
 
 def test_make_model_needs_normalization_constants():
     env = make_env()
-    with pytest.raises(ValueError, match="obs_norm_state_dict"):
+    with pytest.raises(ValueError, match="obs_norm"):
         make_model(env, config_for_mode("smoke"))
     env.close()

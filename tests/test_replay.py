@@ -32,10 +32,8 @@ COMPARED = [
 @pytest.fixture(scope="module")
 def batches(obs_norm):
     """40 real batches from 2 asynchronous collectors of 2 workers each, random actions."""
-    make = functools.partial(
-        make_env, parallel=True, num_workers=WORKERS, obs_norm_state_dict=obs_norm
-    )
-    env = make_env(obs_norm_state_dict=obs_norm)
+    make = functools.partial(make_env, parallel=True, num_workers=WORKERS, obs_norm=obs_norm)
+    env = make_env(obs_norm=obs_norm)
     collector = Collector(
         make,
         None,
