@@ -36,7 +36,7 @@ course: $(STAMP)
 test: $(STAMP)
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
-	$(BIN)/python -m pytest tests
+	$(BIN)/python -m pytest -rs tests
 	rm -rf build/test-outputs
 	DQN_COURSE_MODE=smoke DQN_COURSE_OUTPUT_DIR=$(CURDIR)/build/test-outputs \
 		$(BIN)/python -m pytest --nbval-lax --nbval-cell-timeout=600 -p no:cacheprovider notebooks
