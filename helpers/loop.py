@@ -5,6 +5,8 @@ soft target update)."""
 from __future__ import annotations
 
 import functools
+import gc
+import traceback
 
 import torch
 from torchrl.collectors import Collector
@@ -58,25 +60,43 @@ def make_collector(
     Its processes ignore Ctrl+C and SIGTERM (`children_ignore_interrupts`): the main process
     decides when to stop and shuts them down.
     """
-    with children_ignore_interrupts():
-        return Collector(
-            functools.partial(
-                make_env,
-                parallel=config.parallel_envs,
-                obs_norm=obs_norm,
-                num_workers=config.num_workers,
-                pipeline=config.pipeline,
-            ),
-            policy,
-            num_collectors=config.num_collectors,
-            sync=False,
-            frames_per_batch=config.frames_per_batch,
-            total_frames=total_frames,
-            exploration_type=ExplorationType.RANDOM,
-            device=device,
-            storing_device="cpu",
-            # By default the collector leaves this process one thread per core it does not
-            # give a worker: a single thread on 2 cores. The course keeps every core for the
-            # gradient steps and lets the OS share them with the workers.
-            num_threads=torch.get_num_threads() if config.pipeline == "course" else None,
-        )
+    try:
+        with children_ignore_interrupts():
+            return plain_collector(config, policy, obs_norm, total_frames, device)
+    except Exception as err:
+        # The half-built collector is referenced by the traceback's frames. Left alone, torchrl
+        # cleans it up when the interpreter exits, and that cleanup waits forever for a thread
+        # that can no longer start: free it now, while it can still clean up.
+        traceback.clear_frames(err.__traceback__)
+        err.__traceback__ = None
+        gc.collect()
+        raise RuntimeError(
+            f"The collector's process failed to start ({err}). If a script called train(), "
+            'put that call under `if __name__ == "__main__":` (worker processes import the '
+            "script); otherwise the worker's error is printed above."
+        ) from None
+
+
+def plain_collector(config: Config, policy, obs_norm: dict, total_frames: int, device) -> Collector:
+    """The Collector call of `make_collector` (which adds the signal and error handling)."""
+    return Collector(
+        functools.partial(
+            make_env,
+            parallel=config.parallel_envs,
+            obs_norm=obs_norm,
+            num_workers=config.num_workers,
+            pipeline=config.pipeline,
+        ),
+        policy,
+        num_collectors=config.num_collectors,
+        sync=False,
+        frames_per_batch=config.frames_per_batch,
+        total_frames=total_frames,
+        exploration_type=ExplorationType.RANDOM,
+        device=device,
+        storing_device="cpu",
+        # By default the collector leaves this process one thread per core it does not
+        # give a worker: a single thread on 2 cores. The course keeps every core for the
+        # gradient steps and lets the OS share them with the workers.
+        num_threads=torch.get_num_threads() if config.pipeline == "course" else None,
+    )

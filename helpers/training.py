@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+import multiprocessing
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -94,6 +95,11 @@ def train(
     checkpoint is also saved at every evaluation, so a run killed outright keeps its last one.
     One run at a time uses a folder (a lock); see `helpers.runs.RunFolder`.
     """
+    if getattr(multiprocessing.current_process(), "_inheriting", False):
+        raise RuntimeError(  # a spawned worker importing a script that calls train() at top level
+            "train() was called while a worker process was starting: put the script's call "
+            'under `if __name__ == "__main__":`.'
+        )
     check_target(target)
     mode = get_mode(mode)
     config = config or config_for_mode(mode)
@@ -245,7 +251,8 @@ def _train(
                 collector.shutdown()
             eval_env.close()
             stop_workers(keep=workers_before)
-            checkpoint(finished)
+            if counters["batches"] > (state["batches"] if state is not None else 0):
+                checkpoint(finished)  # (a start that failed before its first batch saves nothing)
             if log.rows:
                 plt.close(
                     plot_training(log.rows, f"{target} ({run['mode']} mode)", out_dir / CURVES_FILE)

@@ -286,6 +286,22 @@ def test_bad_arguments(tmp_path, args, message):
     assert not (tmp_path / "x").exists()
 
 
+def test_a_script_without_a_main_guard_fails_clearly_and_exits(tmp_path):
+    # Worker processes import the script (spawn): its top-level train() runs again in them.
+    script = tmp_path / "script.py"
+    out = tmp_path / "run"
+    script.write_text(
+        f"from helpers.training import train\ntrain('td0', {str(out)!r}, mode='smoke', progress=False)\n"
+    )
+    env = {**os.environ, "SDL_VIDEODRIVER": "dummy"}
+    result = subprocess.run(
+        [sys.executable, str(script)], env=env, capture_output=True, text=True, timeout=120
+    )
+    assert result.returncode == 1
+    assert 'put that call under `if __name__ == "__main__":`' in result.stderr
+    assert not (out / "run.json").exists()  # the folder is free for the fixed script
+
+
 @pytest.mark.parametrize(
     "device,message",
     [("gpu", "Unknown device 'gpu'"), ("cuda", "not available on this machine")],
