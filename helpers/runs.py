@@ -130,9 +130,6 @@ class RunFolder:
                     f"pipeline; cannot resume it as {asked[0]} in {asked[1]} mode with the "
                     f"{asked[2]} pipeline."
                 )
-            # The final evaluation belongs to the agent that finished: the resumed run writes its own.
-            (self.path / EVALUATION_FILE).unlink(missing_ok=True)
-            run_file.write_text(json.dumps(run, indent=1))  # with the new total_frames
             self._kept = True
             return state
         if self.holds_run():
@@ -151,6 +148,12 @@ class RunFolder:
                     os.replace(self.path / name, pending / name)
         run_file.write_text(json.dumps(run, indent=1))
         return None
+
+    def resuming(self, run: dict) -> None:
+        """A resumed run is about to train: its new description (total_frames) replaces the
+        old one, and the old final evaluation goes (the resumed run writes its own)."""
+        (self.path / EVALUATION_FILE).unlink(missing_ok=True)
+        (self.path / RUN_FILE).write_text(json.dumps(run, indent=1))
 
     def keep(self) -> None:
         """The new run has saved its first checkpoint: the run it replaced becomes previous/."""

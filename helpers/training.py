@@ -150,6 +150,8 @@ def _train(
             f"{out_dir} already holds {counters['frames']} of {config.total_frames} frames; "
             "raise total_frames (--frames) to train further."
         )
+    if state is not None:
+        folder.resuming(json.loads(json.dumps(run)))
 
     def checkpoint(finished: bool) -> None:
         save_checkpoint(

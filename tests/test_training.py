@@ -353,6 +353,15 @@ def test_an_output_folder_with_another_run_is_refused(td0_run):
     assert contents(out) == before
 
 
+def test_resuming_a_finished_run_without_more_frames_changes_nothing(td0_run, tmp_path):
+    copy = shutil.copytree(td0_run[0], tmp_path / "run")
+    before = contents(copy)
+    args = ["--target", "td0", "--mode", "smoke", "--frames", str(FRAMES), "--out", str(copy)]
+    result = cli("train", *args, "--resume")
+    assert result.returncode == 2 and "raise total_frames" in result.stderr
+    assert contents(copy) == before
+
+
 def test_resuming_with_another_pipeline_is_refused(td0_run, tmp_path):
     copy = shutil.copytree(td0_run[0], tmp_path / "run")
     before = contents(copy)
