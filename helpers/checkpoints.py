@@ -98,19 +98,20 @@ def training_state(
 
 def restore_training(
     state: dict,
+    actor: QValueActor,
     loss_module: torch.nn.Module,
     optim: torch.optim.Optimizer,
     egreedy: torch.nn.Module,
     source: str,
 ) -> tuple[dict, dict]:
-    """Put a checkpoint's parameters, target parameters, Adam state and epsilon back in place;
-    return its counters and its best evaluation (as `training_state` takes them)."""
+    """Put a checkpoint's parameters (checked like an agent's: `load_params_into`), target
+    parameters, Adam state and epsilon back in place; return its counters and its best
+    evaluation (as `training_state` takes them)."""
     device = next(loss_module.parameters()).device
-    _check_finite(state["params"], source)
+    load_params_into(actor, state["params"], source)
+    target = loss_module.target_value_network_params.flatten_keys(".")
     with torch.no_grad():
-        for key, flat in (("params", "value"), ("target_params", "target_value")):
-            params = getattr(loss_module, f"{flat}_network_params").flatten_keys(".")
-            params.update_(TensorDict(state[key], batch_size=[]).to(device))
+        target.update_(TensorDict(state["target_params"], batch_size=[]).to(device))
     optim.load_state_dict(state["optimizer"])
     egreedy.eps.fill_(state["epsilon"])
     best = {"eval": state["best_eval"], "frames": state["best_frames"], "params": None}
@@ -182,20 +183,18 @@ def load_checkpoint(path: str | Path) -> dict:
     check_manifest(path)
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
-    except pickle.UnpicklingError as err:
-        if "Unsupported global" not in str(err):  # not a pickle of objects: a damaged file
+    except (pickle.UnpicklingError, zipfile.BadZipFile, RuntimeError, EOFError, OSError) as err:
+        if "Unsupported global" in str(err):  # a pickle of objects that could run code
             raise CheckpointError(
-                f"{path} is not a readable checkpoint (truncated, corrupt or not a torch file)."
+                f"{path} holds Python objects, not only tensors and numbers: refused. Course "
+                "checkpoints load with weights_only=True, which cannot run code; do not load "
+                "this file any other way unless you trust where it came from."
             ) from None
+        # torch's text for unpickling errors advises weights_only=False: leave it out.
+        detail = "" if isinstance(err, pickle.UnpicklingError) else f": {err}"
         raise CheckpointError(
-            f"{path} holds Python objects, not only tensors and numbers: refused. Course "
-            "checkpoints load with weights_only=True, which cannot run code; do not load this "
-            "file any other way unless you trust where it came from."
+            f"{path} is not a readable checkpoint (truncated, corrupt or not a torch file){detail}"
         ) from None
-    except (zipfile.BadZipFile, RuntimeError, EOFError, OSError) as err:
-        raise CheckpointError(
-            f"{path} is not a readable checkpoint (truncated, corrupt or not a torch file): {err}"
-        ) from err
     if not isinstance(state, dict) or state.get("format") != FORMAT:
         raise CheckpointError(
             f"{path} is not a checkpoint of this course (expected format {FORMAT!r})."

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import dataclasses
-import math
 import os
 import platform
 from dataclasses import dataclass
@@ -17,6 +16,19 @@ PRESETS = ("course", "tutorial")
 DEFAULT_MODE = "workshop"
 MODE_VARIABLE = "DQN_COURSE_MODE"
 OUTPUT_VARIABLE = "DQN_COURSE_OUTPUT_DIR"
+
+
+# The values `Config` accepts.
+_POSITIVE = ("total_frames", "frames_per_batch", "batch_size", "buffer_size", "lr", "chunk_length")
+_POSITIVE += ("num_workers", "num_collectors", "eval_every", "eval_episodes", "eval_max_steps")
+_POSITIVE += ("norm_init_iter",)
+_COUNTS = ("n_optim", "init_random_frames", "eps_frames", "final_episodes")
+_RATES = ("gamma", "lmbda", "tau", "eps_init", "eps_end")
+_RANGES = (
+    (_POSITIVE, "positive", lambda v: v > 0),
+    (_COUNTS, "0 or more", lambda v: v >= 0),
+    (_RATES, "0 to 1", lambda v: 0 <= v <= 1),
+)
 
 
 @dataclass(frozen=True)
@@ -75,23 +87,16 @@ class Config:
         for field in dataclasses.fields(self):
             value, default = getattr(self, field.name), field.default
             expected = (int, float) if type(default) is float else type(default)
-            if isinstance(value, bool) != isinstance(default, bool) or not isinstance(
-                value, expected
-            ):
+            wrong_kind = isinstance(value, bool) != isinstance(default, bool)
+            if wrong_kind or not isinstance(value, expected):
                 raise ValueError(
                     f"Setting {field.name} = {value!r} should be of type {type(default).__name__}."
                 )
-        positive = ("total_frames", "frames_per_batch", "batch_size", "buffer_size", "lr")
-        positive += ("chunk_length", "num_workers", "num_collectors", "eval_every")
-        positive += ("eval_episodes", "eval_max_steps", "norm_init_iter")
-        counts = ("n_optim", "init_random_frames", "eps_frames", "final_episodes")
-        rates = ("gamma", "lmbda", "tau", "eps_init", "eps_end")
-        for name in positive + counts + rates:
-            value = getattr(self, name)
-            low = 0 if name in counts or name in rates else 1e-12
-            if not low <= value <= (1 if name in rates else math.inf):
-                allowed = "0 to 1" if name in rates else "0 or more" if low == 0 else "positive"
-                raise ValueError(f"Setting {name} must be {allowed}, got {value}.")
+        for names, allowed, ok in _RANGES:
+            for name in names:
+                value = getattr(self, name)
+                if not ok(value):
+                    raise ValueError(f"Setting {name} must be {allowed}, got {value}.")
 
     def replace(self, **changes: object) -> Config:
         """Return a copy with some fields changed (unknown names raise TypeError)."""

@@ -85,7 +85,6 @@ class RunFolder:
         os.ftruncate(self._fd, 0)
         os.pwrite(self._fd, f"{os.getpid()}\n".encode(), 0)
         self._recover()
-        self._kept = False
         return self
 
     def __exit__(self, exc_type, *exc: object) -> None:
@@ -105,9 +104,7 @@ class RunFolder:
         first checkpoint is removed and the run it was replacing comes back; a replacement
         that did reach it moves the old run to previous/."""
         if self.holds_run():
-            if (self.path / PENDING_DIR).exists():
-                self._kept = False
-                self.keep()
+            self._promote_pending()
             return
         for name in RUN_FILES:
             (self.path / name).unlink(missing_ok=True)
@@ -157,9 +154,12 @@ class RunFolder:
 
     def keep(self) -> None:
         """The new run has saved its first checkpoint: the run it replaced becomes previous/."""
-        if self._kept:
-            return
-        self._kept = True
+        if not self._kept:
+            self._kept = True
+            self._promote_pending()
+
+    def _promote_pending(self) -> None:
+        """The run set aside by --overwrite, if any, becomes previous/ (replacing the older one)."""
         pending = self.path / PENDING_DIR
         if pending.exists():
             previous = self.path / PREVIOUS_DIR

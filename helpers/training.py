@@ -106,9 +106,12 @@ def train(
     check_run_arguments(config, seed)
     device = get_device(device)
     out_dir = Path(out_dir)
-    run = {"target": target, "mode": mode, "seed": seed, "config": config.to_dict()}
+    # As run.json stores it (JSON types), so that the folder's run and this one compare equal.
+    run = json.loads(
+        json.dumps({"target": target, "mode": mode, "seed": seed, "config": config.to_dict()})
+    )
     with RunFolder(out_dir) as folder:
-        state = folder.start(json.loads(json.dumps(run)), resume, overwrite)
+        state = folder.start(run, resume, overwrite)
         return _train(folder, run, state, config, device, obs_norm, live_plot, progress)
 
 
@@ -142,7 +145,9 @@ def _train(
     counters = {"frames": 0, "batches": 0, "trajectories": 0}
     best = {"eval": -math.inf, "frames": 0, "params": None}
     if state is not None:
-        counters, best = restore_training(state, loss_module, optim, model.egreedy, str(out_dir))
+        counters, best = restore_training(
+            state, model.actor, loss_module, optim, model.egreedy, str(out_dir)
+        )
     remaining = config.total_frames - counters["frames"]
     if remaining < config.frames_per_batch:
         eval_env.close()
@@ -151,7 +156,7 @@ def _train(
             "raise total_frames (--frames) to train further."
         )
     if state is not None:
-        folder.resuming(json.loads(json.dumps(run)))
+        folder.resuming(run)
 
     def checkpoint(finished: bool) -> None:
         save_checkpoint(
@@ -226,9 +231,7 @@ def _train(
                         best["params"] = flat_params(loss_module.value_network_params)
                 row["seconds"] = round(time.monotonic() - start, 2)
                 log.write(row)
-                # The counters move with the log, so that a checkpoint and its log agree.
-                counters = {"frames": frames, "batches": row["batch"] + 1}
-                counters["trajectories"] = row["trajectories"]
+                counters = _counters_after(row)
                 if evaluate and frames < config.total_frames:
                     checkpoint(finished=False)  # what a run killed outright keeps
                 bar.update(new_frames)
@@ -243,9 +246,7 @@ def _train(
         finally:
             stop.shield()
             if log.rows:  # the log is what the checkpoint must agree with, whenever it stopped
-                last = log.rows[-1]
-                counters = {"frames": int(last["frames"]), "batches": int(last["batch"]) + 1}
-                counters["trajectories"] = int(last["trajectories"])
+                counters = _counters_after(log.rows[-1])
             if stop.requested:
                 print(f"Interrupted after {counters['frames']} frames: saving what ran so far.")
             bar.close()
@@ -265,3 +266,13 @@ def _train(
     if finished and config.final_episodes > 0:
         final_eval = final_evaluation(out_dir, config, progress)
     return TrainResult(out_dir, log.rows, counters["frames"], not finished, model.actor, final_eval)
+
+
+def _counters_after(row: dict) -> dict:
+    """The run's counters once `row` is in the log: a checkpoint saved with them agrees with
+    the log (rows read back from the file hold floats)."""
+    return {
+        "frames": int(row["frames"]),
+        "batches": int(row["batch"]) + 1,
+        "trajectories": int(row["trajectories"]),
+    }

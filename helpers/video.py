@@ -25,20 +25,27 @@ def keep_raw_frames(env: TransformedEnv) -> TransformedEnv:
     return env
 
 
-def write_video(frames: torch.Tensor | np.ndarray, path: str | Path, fps: int = 30) -> Path:
-    """Write uint8 frames [T, H, W, 3] to an MP4 (H.264, imageio-ffmpeg) or a GIF, by suffix."""
+def check_video_path(path: str | Path) -> Path:
+    """Refuse a video file name we cannot write: another format, or a folder that does not
+    exist (it is not created: a typo would scatter folders around)."""
     path = Path(path)
     if path.suffix.lower() not in VIDEO_FORMATS:
         raise ValueError(f"Cannot write {path.name}: the video file must end in .mp4 or .gif.")
+    if not path.parent.is_dir():
+        raise FileNotFoundError(
+            f"Cannot write {path}: the folder {path.parent} does not exist (create it first)."
+        )
+    return path
+
+
+def write_video(frames: torch.Tensor | np.ndarray, path: str | Path, fps: int = 30) -> Path:
+    """Write uint8 frames [T, H, W, 3] to an MP4 (H.264, imageio-ffmpeg) or a GIF, by suffix."""
+    path = check_video_path(path)
     if fps < 1:
         raise ValueError(f"fps must be at least 1, got {fps}.")
     frames = np.asarray(frames, dtype=np.uint8)
     if frames.ndim != 4 or frames.shape[-1] != 3 or len(frames) == 0:
         raise ValueError(f"Expected frames shaped [T, H, W, 3], got {list(frames.shape)}.")
-    if not path.parent.is_dir():
-        raise FileNotFoundError(
-            f"Cannot write {path}: the folder {path.parent} does not exist (create it first)."
-        )
     if path.suffix.lower() == ".mp4":
         # macro_block_size=8 keeps 400x600 frames at their size (16 would pad them to 608 wide).
         imageio.mimwrite(path, frames, fps=fps, macro_block_size=8, quality=7)
@@ -59,14 +66,9 @@ def record_video(
     fps: int = 30,
 ) -> tuple[Path, int]:
     """Play one deterministic episode with a checkpoint's agent and write it to `out`."""
-    if Path(out).suffix.lower() not in VIDEO_FORMATS:
-        raise ValueError(f"Cannot write {Path(out).name}: the video file must end in .mp4 or .gif.")
+    check_video_path(out)  # before the episode is played, not after
     if max_steps < 1:
         raise ValueError(f"--max-steps must be at least 1, got {max_steps}.")
-    if not Path(out).parent.is_dir():
-        raise FileNotFoundError(
-            f"Cannot write {out}: the folder {Path(out).parent} does not exist (create it first)."
-        )
     agent = load_agent(checkpoint)
     env = keep_raw_frames(agent.make_env())
     try:
