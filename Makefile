@@ -4,13 +4,15 @@ PYTHON ?= $(shell command -v python3.11 || command -v python3)
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
+SCALE_STAMP := $(VENV)/.installed-scale
+NBGRADER := $(VENV)/nbgrader
 MODE ?= $(or $(DQN_COURSE_MODE),workshop)
 NOTEBOOKS := $(sort $(wildcard notebooks/0*.ipynb))
 # Headless rendering (pygame) and a non-interactive matplotlib for scripted runs.
 export SDL_VIDEODRIVER ?= dummy
 export PYTHONUNBUFFERED := 1
 
-.PHONY: course test lab lint format clean
+.PHONY: course test exercises lab scale lint format clean
 
 $(STAMP): pyproject.toml
 	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info[:2] == (3, 11) else "The course needs Python 3.11; set PYTHON=/path/to/python3.11")'
@@ -18,6 +20,11 @@ $(STAMP): pyproject.toml
 	$(BIN)/python -m pip install --quiet --upgrade pip
 	$(BIN)/python -m pip install --quiet -e '.[dev]'
 	@touch $(STAMP)
+
+# Ray, for `python -m helpers sweep` (optional for the course; the tests use it)
+$(SCALE_STAMP): $(STAMP)
+	$(BIN)/python -m pip install --quiet -e '.[dev,scale]'
+	@touch $(SCALE_STAMP)
 
 ## course: execute every notebook in order ($(MODE) mode) into outputs/
 course: $(STAMP)
@@ -33,13 +40,30 @@ course: $(STAMP)
 	@$(BIN)/python -c 'from helpers.video import report_video; report_video()'
 
 ## test: unit tests, lint, then every notebook in smoke mode (what CI runs)
-test: $(STAMP)
+test: $(STAMP) $(SCALE_STAMP) $(NBGRADER)/.installed
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	$(BIN)/python -m pytest -rs tests
 	rm -rf build/test-outputs
 	DQN_COURSE_MODE=smoke DQN_COURSE_OUTPUT_DIR=$(CURDIR)/build/test-outputs \
 		$(BIN)/python -m pytest --nbval-lax --nbval-cell-timeout=600 -p no:cacheprovider notebooks
+
+# nbgrader and the packages it needs beyond the course's, importable only with PYTHONPATH set
+$(NBGRADER)/.installed: $(STAMP)
+	rm -rf $(NBGRADER)
+	$(BIN)/python -m pip install --quiet --no-deps --target $(NBGRADER) $$($(BIN)/python -c \
+		'import tomllib; print(*tomllib.load(open("pyproject.toml", "rb"))["project"]["optional-dependencies"]["exercises"])')
+	@touch $@
+
+## exercises: the learners' copies of the notebooks, solutions replaced by blanks, in exercises/
+exercises: $(NBGRADER)/.installed
+	rm -rf exercises
+	PYTHONPATH=$(NBGRADER) $(BIN)/jupyter nbconvert --to notebook --output-dir exercises \
+		--Exporter.preprocessors='["nbgrader.preprocessors.ClearSolutions"]' $(NOTEBOOKS)
+	@echo "Exercise copies in exercises/: .venv/bin/jupyter lab exercises opens them (solutions: notebooks/)"
+
+## scale: install Ray for multi-seed sweeps (python -m helpers sweep)
+scale: $(SCALE_STAMP)
 
 ## lab: open JupyterLab on the notebooks
 lab: $(STAMP)

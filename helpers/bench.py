@@ -29,7 +29,7 @@ from helpers.logs import read_log
 from helpers.loop import gradient_step, make_optimizer
 from helpers.losses import make_loss
 from helpers.models import make_model
-from helpers.normalization import compute_norm_constants
+from helpers.normalization import compute_norm_constants, make_normalizer
 from helpers.replay import scratch_dir
 
 BENCH_FRAMES = 1_024  # frames of each benchmark training run at the tutorial's settings
@@ -91,7 +91,7 @@ def bytes_per_frame(obs_norm: dict, capacity: int = 1_000, steps: int = 1_500) -
     naive = sum(v[0].numel() * v.element_size() for v in tutorial_keys.values(True, True))
     env = make_env(obs_norm=obs_norm, seed=0)
     with tempfile.TemporaryDirectory(prefix="dqn-bench-") as tmp, scratch_dir(tmp) as scratch:
-        replay = FrameReplay(capacity, 32, obs_norm, scratch)
+        replay = FrameReplay(capacity, 32, make_normalizer(obs_norm), scratch)
         rollout = env.rollout(steps, break_when_any_done=False)
         done = rollout["next", "done"].squeeze(-1).long()
         # Number the episodes as a collector's trajectory ids would.

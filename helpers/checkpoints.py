@@ -5,30 +5,19 @@ from __future__ import annotations
 import hashlib
 import os
 import pickle
-import shutil
 import zipfile
-from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 from tensordict import TensorDict
-from torchrl.envs import TransformedEnv
 from torchrl.modules import QValueActor
 
-from helpers.config import Config
-from helpers.envs import make_env
-from helpers.models import make_actor
-
 FORMAT = "pixel-dqn-course/1"
-# What `load_agent` reports of the run that made a checkpoint.
-INFO_KEYS = ("target", "mode", "seed", "frames", "interrupted", "best_frames", "best_eval")
 MANIFEST = "SHA256SUMS"  # beside shipped agents: `sha256sum -c SHA256SUMS` checks them too
 CHECKPOINT_FILE = "checkpoint.pt"  # a training run's full state, in its run folder
 AGENT_FILE = "agent.pt"  # a shipped agent: the kept parameters, settings and constants only
 # The agents shipped with the course (`checkpoints/td-lambda/agent.pt`, ...), in a checkout.
 SHIPPED_DIR = Path(__file__).resolve().parent.parent / "checkpoints"
-# What `ship_run` copies from a run folder beside the agent (the evidence of how it was made).
-SHIPPED_RUN_FILES = ("run.json", "log.csv", "curves.png", "evaluation.json", "command.json")
 
 
 class CheckpointError(ValueError):
@@ -64,6 +53,16 @@ def save_checkpoint(path: str | Path, **state: object) -> Path:
 COUNTERS = ("frames", "batches", "trajectories")
 
 
+def counters_after(row: dict) -> dict:
+    """The run's counters once `row` is in the log: a checkpoint saved with them agrees with
+    the log (rows read back from the file hold floats)."""
+    return {
+        "frames": int(row["frames"]),
+        "batches": int(row["batch"]) + 1,
+        "trajectories": int(row["trajectories"]),
+    }
+
+
 def training_state(
     *,
     run: dict,
@@ -74,10 +73,12 @@ def training_state(
     epsilon: float,
     best: dict,
     finished: bool,
+    replay: dict | None,
 ) -> dict:
     """Everything `--resume` needs to go on, and `load_agent` to play: the run's description
     (target, mode, seed, config), counters, online and target parameters, Adam's moments,
-    epsilon, normalization constants and the best-evaluated parameters."""
+    epsilon, normalization constants, the best-evaluated parameters and the state of the
+    replay memory kept in the run folder (`FrameReplay.state_dict`; None when not kept)."""
     return dict(
         target=run["target"],
         mode=run["mode"],
@@ -93,6 +94,7 @@ def training_state(
         best_params=best["params"],
         best_eval=best["eval"],
         best_frames=best["frames"],
+        replay=replay,
     )
 
 
@@ -103,10 +105,10 @@ def restore_training(
     optim: torch.optim.Optimizer,
     egreedy: torch.nn.Module,
     source: str,
-) -> tuple[dict, dict]:
+) -> tuple[dict, dict, dict | None]:
     """Put a checkpoint's parameters (checked like an agent's: `load_params_into`), target
-    parameters, Adam state and epsilon back in place; return its counters and its best
-    evaluation (as `training_state` takes them)."""
+    parameters, Adam state and epsilon back in place; return its counters, its best
+    evaluation and its replay memory's state (as `training_state` takes them)."""
     device = next(loss_module.parameters()).device
     load_params_into(actor, state["params"], source)
     target = loss_module.target_value_network_params.flatten_keys(".")
@@ -117,7 +119,7 @@ def restore_training(
     best = {"eval": state["best_eval"], "frames": state["best_frames"], "params": None}
     if state.get("best_params") is not None:
         best["params"] = {k: v.to(device) for k, v in state["best_params"].items()}
-    return {k: state[k] for k in COUNTERS}, best
+    return {k: state[k] for k in COUNTERS}, best, state.get("replay")
 
 
 def flat_params(params: TensorDict) -> dict[str, torch.Tensor]:
@@ -226,73 +228,3 @@ def _check_finite(flat: dict[str, torch.Tensor], source: str) -> None:
             f"{source} holds parameters that are not finite numbers (NaN or inf, in {bad[0]}): "
             "the run that wrote it diverged. Use another checkpoint or train again."
         )
-
-
-def kept_params(state: dict) -> dict[str, torch.Tensor]:
-    """The parameters a run keeps: those its evaluations during training rated best (the last
-    ones when it never evaluated)."""
-    return state.get("best_params") or state["params"]
-
-
-@dataclass
-class Agent:
-    """A trained agent loaded from a checkpoint.
-
-    Attributes:
-        policy: the greedy actor; reads `pixels`, writes `action` (and the Q-values).
-        obs_norm: the normalization constants it was trained with.
-        config: the hyperparameters of its training run.
-        info: target, mode, seed and frames of its training run.
-    """
-
-    policy: QValueActor
-    obs_norm: dict
-    config: Config
-    info: dict
-
-    def make_env(self, seed: int | None = None, **kwargs: object) -> TransformedEnv:
-        """The evaluation environment, normalized with the constants the agent was trained with."""
-        kwargs.setdefault("pipeline", self.config.pipeline)
-        return make_env(obs_norm=self.obs_norm, seed=seed, **kwargs)
-
-
-def load_agent(path: str | Path, device: str | torch.device = "cpu") -> Agent:
-    """Load the trained policy of a checkpoint written by `helpers.training.train`."""
-    state = load_checkpoint(path)
-    try:
-        config = Config.from_dict(state["config"])
-        obs_norm = state["obs_norm"]
-        params = kept_params(state)
-    except (KeyError, TypeError, ValueError) as err:
-        raise CheckpointError(f"{path} is not a usable training checkpoint: {err}") from None
-    env = make_env(obs_norm=obs_norm)
-    try:
-        actor = make_actor(env, config.init_bias, device, config.network)
-    finally:
-        env.close()
-    load_params_into(actor, params, str(path))
-    actor.eval()
-    info = {k: state.get(k) for k in INFO_KEYS}
-    return Agent(actor, obs_norm, config, info)
-
-
-def ship_run(run_dir: str | Path, dest: str | Path) -> Path:
-    """Make `dest` a shipped agent: its kept parameters as `agent.pt` (a few MB), the run's
-    log, curves, settings, final evaluation and command, and a SHA256SUMS manifest."""
-    run_dir, dest = Path(run_dir), Path(dest)
-    state = load_checkpoint(run_dir / CHECKPOINT_FILE)
-    if state.get("interrupted"):
-        raise ValueError(
-            f"{run_dir} holds an interrupted run: finish it (--resume) before shipping."
-        )
-    missing = [name for name in SHIPPED_RUN_FILES if not (run_dir / name).is_file()]
-    if missing:
-        raise FileNotFoundError(f"{run_dir} is not a finished run: it lacks {', '.join(missing)}.")
-    dest.mkdir(parents=True, exist_ok=True)
-    agent = {k: state.get(k) for k in INFO_KEYS}
-    agent.update(config=state["config"], obs_norm=state["obs_norm"])
-    agent["params"] = kept_params(state)
-    save_checkpoint(dest / AGENT_FILE, **agent)
-    for name in SHIPPED_RUN_FILES:
-        shutil.copyfile(run_dir / name, dest / name)
-    return write_manifest(dest)

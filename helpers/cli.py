@@ -1,10 +1,12 @@
-"""Command line: `python -m helpers train | evaluate | video | bench`, with errors that say what to do."""
+"""Command line: `python -m helpers train | evaluate | video | bench | results | sweep | ship`,
+with errors that say what to do."""
 
 from __future__ import annotations
 
 import argparse
 import json
 import sys
+from pathlib import Path
 
 from helpers.config import MODES, PRESETS
 from helpers.evaluation import TEST_SEED
@@ -84,8 +86,31 @@ def _results(args: argparse.Namespace) -> int:
     return 0
 
 
+def _sweep(args: argparse.Namespace) -> int:
+    from helpers.sweep import SUMMARY_FILE, sweep
+
+    complete, total, interrupted = sweep(
+        args.targets,
+        args.seeds,
+        args.out,
+        mode=args.mode,
+        grid=args.set,
+        frames=args.frames,
+        address=args.address,
+        cpus_per_run=args.cpus_per_run,
+        parallel=args.parallel,
+    )
+    summary = Path(args.out) / SUMMARY_FILE
+    print(summary.read_text())
+    print(f"Summary: {summary}, with bands.png and bands.csv beside it.")
+    if interrupted:
+        print("Interrupted: run the same command again to finish the sweep.")
+        return 130
+    return 0 if complete == total else 1
+
+
 def _ship(args: argparse.Namespace) -> int:
-    from helpers.checkpoints import ship_run
+    from helpers.agents import ship_run
 
     print(ship_run(args.run, args.out))
     return 0
@@ -110,7 +135,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument(
         "--preset",
-        choices=PRESETS,
+        choices=list(PRESETS),
         default="course",
         help="course: the course's pipeline (default); tutorial: the tutorial's transforms, "
         "replay storage and process layout, for comparison",
@@ -170,6 +195,39 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("results", help="print the tables of the recipe runs in results/runs")
     p.add_argument("--root", default=None, help="folder of run folders (default: results/runs)")
     p.set_defaults(func=_results)
+
+    p = sub.add_parser(
+        "sweep", help="train several seeds (and settings) as tasks on Ray, then summarize them"
+    )
+    p.add_argument(
+        "--targets", nargs="+", choices=TARGETS, default=["td-lambda"], help="(default: td-lambda)"
+    )
+    p.add_argument(
+        "--seeds", nargs="+", type=int, default=[0, 1, 2], help="training seeds (default: 0 1 2)"
+    )
+    p.add_argument("--mode", choices=MODES, default=None, help="as for train")
+    p.add_argument("--frames", type=int, default=None, help="as for train")
+    p.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="NAME=VALUE[,VALUE...]",
+        help="a setting for every run, or several values to compare (repeatable)",
+    )
+    p.add_argument("--out", required=True, help="sweep folder: a run folder per run, summary.md")
+    p.add_argument(
+        "--address",
+        default=None,
+        help="a running Ray cluster (e.g. auto, or ray://HOST:10001); default: a local Ray",
+    )
+    p.add_argument("--cpus-per-run", type=int, default=2, help="CPUs each run takes (default: 2)")
+    p.add_argument(
+        "--parallel",
+        type=int,
+        default=None,
+        help="runs at once on the local Ray (default: this machine's CPUs // --cpus-per-run)",
+    )
+    p.set_defaults(func=_sweep)
 
     p = sub.add_parser("ship", help="copy a finished run's agent and evidence into checkpoints/")
     p.add_argument("--run", required=True, help="a finished run folder (with evaluation.json)")

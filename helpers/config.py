@@ -1,21 +1,14 @@
-"""Course modes, the hyperparameter dataclass, device choice and the setup banner."""
+"""Course modes and presets, and the hyperparameter dataclass that holds their settings."""
 
 from __future__ import annotations
 
 import dataclasses
 import os
-import platform
 from dataclasses import dataclass
-from importlib.metadata import version
-from pathlib import Path
-
-import torch
 
 MODES = ("smoke", "workshop", "full")
-PRESETS = ("course", "tutorial")
 DEFAULT_MODE = "workshop"
 MODE_VARIABLE = "DQN_COURSE_MODE"
-OUTPUT_VARIABLE = "DQN_COURSE_OUTPUT_DIR"
 
 
 # The values `Config` accepts.
@@ -166,7 +159,7 @@ TUTORIAL_RECIPE = dict(
     eval_episodes=1,
 )
 
-_MODE_SETTINGS: dict[str, dict[str, object]] = {
+_COURSE_MODES: dict[str, dict[str, object]] = {
     # Every notebook in well under a minute on a 2-core CPU: checks that the code runs.
     "smoke": dict(
         total_frames=512,
@@ -180,7 +173,8 @@ _MODE_SETTINGS: dict[str, dict[str, object]] = {
         eval_max_steps=100,
         norm_init_iter=100,
     ),
-    # A training notebook in about 5 minutes on a 2-core CPU: an agent that balances (README).
+    # A training notebook in a workshop slot (its time on a 2-core CPU: the README): an agent
+    # that balances.
     "workshop": dict(
         total_frames=50_000,
         buffer_size=50_000,
@@ -192,9 +186,10 @@ _MODE_SETTINGS: dict[str, dict[str, object]] = {
     # evaluation: 5 cannot tell an agent at 470 from one at 500, and the run keeps the best.
     "full": dict(eval_episodes=20),
 }
-# The tutorial's hyperparameters per mode.
-_TUTORIAL_MODE_SETTINGS: dict[str, dict[str, object]] = {
-    "smoke": dict(_MODE_SETTINGS["smoke"], n_optim=4, eps_frames=0),
+# The tutorial's hyperparameters per mode; full mode with its process layout (4 collectors of
+# 8 workers).
+_TUTORIAL_MODES: dict[str, dict[str, object]] = {
+    "smoke": dict(_COURSE_MODES["smoke"], n_optim=4, eps_frames=0),
     "workshop": dict(
         total_frames=16_000, init_random_frames=500, buffer_size=16_000, eval_every=320
     ),
@@ -205,10 +200,20 @@ _TUTORIAL_MODE_SETTINGS: dict[str, dict[str, object]] = {
         batch_size=256,
         buffer_size=100_000,
         eval_every=1_280,
+        num_collectors=4,
+        num_workers=8,
     ),
 }
 
 TUTORIAL = Config().replace(**TUTORIAL_RECIPE, **TUTORIAL_SYSTEM)
+
+# The presets, the one list of them: each mode's settings on top of a recipe. "course" is the
+# course's recipe and layout; "tutorial" the tutorial's hyperparameters, network, pipeline and
+# process layout, kept to compare against (`--preset tutorial`, notebook 04, `bench`).
+PRESETS: dict[str, dict[str, Config]] = {
+    "course": {mode: Config().replace(**changes) for mode, changes in _COURSE_MODES.items()},
+    "tutorial": {mode: TUTORIAL.replace(**changes) for mode, changes in _TUTORIAL_MODES.items()},
+}
 
 
 def get_mode(mode: str | None = None) -> str:
@@ -224,81 +229,8 @@ def get_mode(mode: str | None = None) -> str:
 
 
 def config_for_mode(mode: str | None = None, preset: str = "course") -> Config:
-    """The hyperparameters of a course mode (see `get_mode`) and preset.
-
-    preset "course" is the course's recipe and layout; "tutorial" is the tutorial's
-    hyperparameters, network, pipeline and process layout (4 collectors of 8 workers in full
-    mode), kept to compare against.
-    """
+    """The hyperparameters of a course mode (see `get_mode`) and preset (see `PRESETS`)."""
     mode = get_mode(mode)
-    if preset == "tutorial":
-        layout = dict(num_collectors=4, num_workers=8) if mode == "full" else {}
-        return TUTORIAL.replace(**{**_TUTORIAL_MODE_SETTINGS[mode], **layout})
-    if preset != "course":
+    if preset not in PRESETS:
         raise ValueError(f"Unknown preset {preset!r}: choose one of {', '.join(PRESETS)}.")
-    return Config().replace(**_MODE_SETTINGS[mode])
-
-
-def get_device(preferred: str | torch.device | None = None) -> torch.device:
-    """Pick CUDA, then Apple MPS, then CPU; `preferred` (or $DQN_COURSE_DEVICE) overrides."""
-    preferred = preferred or os.environ.get("DQN_COURSE_DEVICE") or None
-    if preferred is not None:
-        return check_device(preferred)
-    if torch.cuda.is_available():
-        return torch.device("cuda:0")
-    if torch.backends.mps.is_available():
-        return torch.device("mps")
-    return torch.device("cpu")
-
-
-def check_device(name: str | torch.device) -> torch.device:
-    """`name` as a torch device, refused with what to do when this machine has none such."""
-    try:
-        device = torch.device(name)
-    except (RuntimeError, TypeError):
-        raise ValueError(
-            f"Unknown device {name!r} (set by DQN_COURSE_DEVICE or device=): use cpu, cuda or mps."
-        ) from None
-    available = {
-        "cpu": True,
-        "cuda": torch.cuda.is_available(),
-        "mps": torch.backends.mps.is_available(),
-    }
-    if not available.get(device.type, False):
-        raise ValueError(
-            f"Device {name!r} is not available on this machine: unset DQN_COURSE_DEVICE to let "
-            "the course choose, or use cpu."
-        )
-    return device
-
-
-def output_dir(*parts: str) -> Path:
-    """Where the course writes what it makes: $DQN_COURSE_OUTPUT_DIR, else `outputs/`.
-
-    `outputs/` sits at the root of the repository when `helpers` is installed from
-    a checkout (`pip install -e .`), and in the current folder otherwise.
-    """
-    root = os.environ.get(OUTPUT_VARIABLE)
-    if root:
-        base = Path(root)
-    else:
-        repo = Path(__file__).resolve().parent.parent
-        base = repo / "outputs" if (repo / "pyproject.toml").exists() else Path("outputs")
-    path = base.joinpath(*parts)
-    path.mkdir(parents=True, exist_ok=True)
-    return path
-
-
-def setup_banner(mode: str | None = None, config: Config | None = None) -> str:
-    """The text the first cell of every notebook prints: versions, mode, device, settings."""
-    mode = get_mode(mode)
-    config = config or config_for_mode(mode)
-    packages = ["torch", "torchvision", "torchrl", "tensordict", "gymnasium"]
-    lines = [f"python {platform.python_version()}"]
-    lines += [f"{name} {version(name)}" for name in packages]
-    lines += [f"mode: {mode}  (change it with {MODE_VARIABLE}=smoke|workshop|full)"]
-    lines += [f"device: {get_device()}", f"outputs: {output_dir()}", "settings:"]
-    width = max(len(field.name) for field in dataclasses.fields(config))
-    for field in dataclasses.fields(config):
-        lines.append(f"  {field.name:<{width}} = {getattr(config, field.name)}")
-    return "\n".join(lines)
+    return PRESETS[preset][mode]

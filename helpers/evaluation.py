@@ -18,7 +18,8 @@ import torch
 from tensordict import TensorDictBase
 from torchrl.envs import EnvBase, ExplorationType, set_exploration_type
 
-from helpers.checkpoints import CHECKPOINT_FILE, load_agent
+from helpers.agents import load_agent
+from helpers.checkpoints import CHECKPOINT_FILE
 from helpers.config import Config
 from helpers.runs import EVALUATION_FILE
 

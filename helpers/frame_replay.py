@@ -9,30 +9,20 @@ from __future__ import annotations
 from pathlib import Path
 
 import torch
-from tensordict import MemoryMappedTensor, TensorDict, TensorDictBase
-from torchrl.envs import Compose, ToTensorImage
+from tensordict import TensorDict, TensorDictBase
+from torchrl.envs import Transform
 
-from helpers.envs import FRAME_SIZE, FRAME_STACK, FRAMES_KEY, make_obs_norm
+from helpers.envs import FRAME_SIZE, FRAME_STACK, FRAMES_KEY
+from helpers.replay_files import open_ring
 
 NEXT_FRAMES = ("next", FRAMES_KEY)
+# What the memory has written: with its files, the whole of it (`state_dict`).
+_COUNTERS = ("written", "chunks_written", "steps_written", "complete_steps", "complete_chunks")
 
 
 def min_capacity(row_steps: int) -> int:
     """The smallest ring that holds a row of `row_steps` steps next to the row before it."""
     return 2 * row_steps + FRAME_STACK
-
-
-def make_normalizer(obs_norm: dict) -> Compose:
-    """uint8 stacks under `frames` -> normalized float `pixels`, for obs and next obs.
-
-    The same two transforms that end the environment's pipeline, so a rebuilt stack is
-    bit for bit the observation the policy saw while collecting.
-    """
-    pixels = ["pixels", ("next", "pixels")]
-    return Compose(
-        ToTensorImage(in_keys=[FRAMES_KEY, NEXT_FRAMES], out_keys=pixels, shape_tolerant=True),
-        make_obs_norm(obs_norm, pixels),
-    )
 
 
 class FrameReplay:
@@ -54,54 +44,60 @@ class FrameReplay:
         self,
         capacity: int,
         batch_size: int,
-        obs_norm: dict,
-        scratch: str | Path,
+        transform: Transform,
+        folder: str | Path,
         chunk: int | None = None,
         num_actions: int = 2,
+        saved: dict | None = None,
     ) -> None:
         """Args:
         capacity: frames the ring holds (about as many steps: L steps take L + 1 frames).
         batch_size: steps per sample; with `chunk`, `batch_size // chunk` whole chunks.
-        obs_norm: the normalization constants of the environment.
-        scratch: folder for the memory-mapped files (see `scratch_dir`).
+        transform: applied to every sample, as TorchRL's `ReplayBuffer(transform=...)`:
+            `make_normalizer(obs_norm)` (helpers/normalization.py) gives the normalized `pixels`.
+        folder: where the memory-mapped files live (a run's `replay/`, or see `scratch_dir`).
         chunk: None samples single transitions (TD(0)); an int cuts each collected row into
             chunks of `chunk` consecutive steps and samples whole chunks, [chunks, chunk]
             (TD(lambda)).
         num_actions: size of the one-hot actions returned.
+        saved: a `state_dict()` of the memory whose files are in `folder`: reopen them and go
+            on from that state (a resumed run) instead of starting empty.
         """
         if capacity < 2 * FRAME_STACK:
             raise ValueError(f"capacity must be at least {2 * FRAME_STACK} frames.")
-        scratch = Path(scratch)
-        scratch.mkdir(parents=True, exist_ok=True)
-
-        def memmap(name: str, shape: tuple, dtype: torch.dtype) -> MemoryMappedTensor:
-            return MemoryMappedTensor.empty(shape, dtype=dtype, filename=scratch / f"{name}.memmap")
-
         self.capacity, self.chunk, self.num_actions = capacity, chunk, num_actions
         self.batch_size = batch_size if chunk is None else max(1, batch_size // chunk)
-        self.slots = TensorDict(
-            {
-                "frame": memmap("frame", (capacity, FRAME_SIZE, FRAME_SIZE), torch.uint8),
-                "prev": memmap("prev", (capacity,), torch.int32),
-                "next": memmap("next", (capacity,), torch.int32),  # -1: not a complete step
-                "action": memmap("action", (capacity,), torch.uint8),
-                "reward": memmap("reward", (capacity,), torch.float32),
-                "terminated": memmap("terminated", (capacity,), torch.bool),
-                "truncated": memmap("truncated", (capacity,), torch.bool),
-            },
-            batch_size=[capacity],
-        )
-        self.slots["next"].fill_(-1)
-        self.chunks = (
-            None if chunk is None else torch.zeros(capacity // chunk, chunk, dtype=torch.int32)
-        )
-        # Frames written so far; the ring holds positions [written - capacity, written).
-        self.written = 0
-        self.chunks_written = 0
-        self.steps_written = 0
+        self.transform = transform
+        # The highest frame and chunk positions ever written to these files (see `lowest`).
+        self.slots, self.chunks, self.marks = open_ring(Path(folder), capacity, chunk, saved)
+        # Frames written so far; the ring holds positions [lowest, written).
+        self.written = self.chunks_written = self.steps_written = 0
         self.complete_steps = self.complete_chunks = 0  # whose next frame is known
         self.open_steps: dict[int, int] = {}  # trajectory id -> position of its last step so far
-        self.normalizer = make_normalizer(obs_norm)
+        if saved is not None:
+            self._restore(saved)
+
+    # ----- keeping it across runs (see helpers/replay_files.py) -------------------------------
+    def state_dict(self) -> dict:
+        """The counters that, with the files, are the memory (stored in a run's checkpoint)."""
+        state = {key: getattr(self, key) for key in ("capacity", "chunk", *_COUNTERS)}
+        return {**state, "open_steps": sorted(self.open_steps.values())}
+
+    def _restore(self, saved: dict) -> None:
+        """Go back to `saved`, taken at a checkpoint, whatever was written after it."""
+        for key in _COUNTERS:
+            setattr(self, key, int(saved[key]))
+        for position in saved["open_steps"]:  # never continued: the collectors start afresh
+            if position >= self.lowest:
+                self.slots["next"][position % self.capacity] = -1
+
+    @property
+    def lowest(self) -> int:
+        """The oldest frame position still held: `capacity` behind the highest ever written."""
+        return max(self.written, int(self.marks[0])) - self.capacity
+
+    def _lowest_chunk(self) -> int:
+        return max(0, max(self.chunks_written, int(self.marks[1])) - len(self.chunks))
 
     # ----- writing -------------------------------------------------------------------------
     def extend(self, data: TensorDictBase) -> torch.Tensor:
@@ -121,6 +117,9 @@ class FrameReplay:
             for chunk in positions.reshape(-1, self.chunk):
                 self.chunks[self.chunks_written % len(self.chunks)] = chunk.to(torch.int32)
                 self.chunks_written += 1
+        self.marks[0] = max(int(self.marks[0]), self.written)
+        if self.chunks is not None:
+            self.marks[1] = max(int(self.marks[1]), self.chunks_written)
         return positions
 
     def _write_row(self, row: TensorDictBase) -> torch.Tensor:
@@ -135,7 +134,7 @@ class FrameReplay:
         # The frames this row writes: [history], then each step's newest frame, followed by
         # the final next frame wherever an episode ends.
         previous = self.open_steps.pop(traj, None) if traj is not None else None
-        if previous is not None and previous < self.written - self.capacity:
+        if previous is not None and previous < self.lowest:
             previous = None  # overwritten since: rebuild its history from the stack below
         history = (
             0 if start_count == 0 or previous is not None else min(start_count, FRAME_STACK - 1)
@@ -205,7 +204,7 @@ class FrameReplay:
     # ----- reading -------------------------------------------------------------------------
     def frame_positions(self, pos: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """The 5 frames steps `pos` need, [..., 5] (oldest first), and whether all are still held."""
-        lowest = self.written - self.capacity
+        lowest = self.lowest
         chain = [pos.long()]
         for _ in range(FRAME_STACK - 1):
             chain.insert(0, self.slots["prev"][chain[0] % self.capacity].long())
@@ -243,15 +242,15 @@ class FrameReplay:
             },
             batch_size=shape,
         )
-        return self.normalizer(out)
+        return self.transform(out)
 
     def sample(self) -> TensorDict:
         """`batch_size` random transitions, or [batch_size // chunk, chunk] random chunks."""
         if self.chunks is None:
-            low = max(0, self.written - self.capacity)
+            low = max(0, self.lowest)
             pos = self._draw(lambda n: torch.randint(low, self.written, (n,)))
         else:
-            low = max(0, self.chunks_written - len(self.chunks))
+            low = self._lowest_chunk()
 
             def rows(n: int) -> torch.Tensor:
                 ids = torch.randint(low, self.chunks_written, (n,)) % len(self.chunks)

@@ -21,6 +21,8 @@ from torchrl.data import LazyMemmapStorage, TensorDictReplayBuffer
 from helpers.config import Config
 from helpers.envs import check_pipeline
 from helpers.frame_replay import FrameReplay, min_capacity
+from helpers.normalization import make_normalizer
+from helpers.replay_files import ReplayFilesError, remove_replay
 
 SCRATCH_PREFIX = ".replay-"
 
@@ -78,12 +80,20 @@ class NaiveReplay:
     def sample(self) -> TensorDict:
         return self.buffer.sample()
 
+    def state_dict(self) -> None:
+        """Not kept across runs: a resumed tutorial-pipeline run starts with an empty memory."""
+        return None
+
     def __len__(self) -> int:
         return len(self.buffer)
 
 
 def make_replay_buffer(
-    config: Config, target: str, scratch: str | Path, obs_norm: dict | None = None
+    config: Config,
+    target: str,
+    folder: str | Path,
+    obs_norm: dict | None = None,
+    saved: dict | None = None,
 ) -> FrameReplay | NaiveReplay:
     """The replay memory of `config.pipeline`: FrameReplay (course) or NaiveReplay (tutorial).
 
@@ -91,13 +101,14 @@ def make_replay_buffer(
         config: gives `pipeline`, `buffer_size`, `batch_size`, `frames_per_batch`, `num_workers`.
         target: "td0" samples `batch_size` single transitions; "td-lambda" samples
             `batch_size // chunk_length` whole collected rows, shaped [chunks, time].
-        scratch: folder for the memory-mapped files (see `scratch_dir`).
+        folder: folder for the memory-mapped files (a run's `replay/`, or see `scratch_dir`).
         obs_norm: normalization constants (the compact memory normalizes on sampling).
+        saved: the `state_dict()` of the compact memory already in `folder`, to go on with it.
     """
     if target not in ("td0", "td-lambda"):
         raise ValueError(f"Unknown target {target!r}: choose 'td0' or 'td-lambda'.")
     if check_pipeline(config.pipeline) == "tutorial":
-        return NaiveReplay(config, target, scratch)
+        return NaiveReplay(config, target, folder)
     if obs_norm is None:
         raise ValueError("The compact replay memory needs the normalization constants.")
     row = config.frames_per_batch // config.num_workers
@@ -109,7 +120,24 @@ def make_replay_buffer(
     return FrameReplay(
         config.buffer_size,
         config.batch_size,
-        obs_norm,
-        scratch,
+        make_normalizer(obs_norm),
+        folder,
         chunk=None if target == "td0" else chunk_length(config),
+        saved=saved,
     )
+
+
+def open_replay(
+    config: Config, target: str, folder: Path, obs_norm: dict, saved: dict | None
+) -> FrameReplay | NaiveReplay:
+    """The run's replay memory in `folder`: the one a resumed run had (its `saved` state), or a
+    new, empty one."""
+    if saved is not None:
+        try:
+            replay = make_replay_buffer(config, target, folder, obs_norm, saved)
+            print(f"Resuming with the replay memory kept in {folder} ({len(replay):,} samples).")
+            return replay
+        except ReplayFilesError as err:
+            print(f"{err} The resumed run starts with an empty replay memory.")
+    remove_replay(folder)
+    return make_replay_buffer(config, target, folder, obs_norm)

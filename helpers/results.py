@@ -15,6 +15,7 @@ from pathlib import Path
 import matplotlib.pyplot as plt
 from matplotlib.axes import Axes
 
+from helpers.config import PRESETS
 from helpers.logs import column, read_log
 from helpers.plots import RANDOM_POLICY_STEPS
 
@@ -24,8 +25,9 @@ THRESHOLDS = (195, 490)  # evaluation means whose first crossing the table repor
 
 
 def preset_of(config: dict) -> str:
-    """The preset a run's settings come from: "tutorial" for the tutorial's network, else "course"."""
-    return "tutorial" if config.get("network") == "tutorial" else "course"
+    """The preset a run's settings come from: the one of `PRESETS` whose network it trains."""
+    networks = {configs["full"].network: name for name, configs in PRESETS.items()}
+    return networks[config.get("network", "course")]
 
 
 def load_run(folder: str | Path) -> dict:
@@ -90,20 +92,20 @@ def results_table(runs: list[dict]) -> str:
     return "\n".join(lines)
 
 
-def summary_table(runs: list[dict]) -> str:
-    """A markdown table, a row per (preset, mode, target): the spread of the seeds' final means."""
+def summary_table(runs: list[dict], key: tuple[str, ...] = ("preset", "mode", "target")) -> str:
+    """A markdown table, a row per group of runs that share `key`: the spread of their final means."""
     groups: dict[tuple, list[dict]] = {}
     for r in runs:
-        groups.setdefault((r["preset"], r["mode"], r["target"]), []).append(r)
+        groups.setdefault(tuple(r[k] for k in key), []).append(r)
     lines = [
-        "| preset | mode | target | seeds | final means | mean of means ± std | minutes (max) |",
-        "|---|---|---|---|---|---|---|",
+        f"| {' | '.join(key)} | seeds | final means | mean of means ± std | minutes (max) |",
+        "|" + "---|" * (len(key) + 4),
     ]
-    for (preset, mode, target), group in sorted(groups.items()):
+    for values, group in sorted(groups.items()):
         means = [g["final"]["mean"] for g in sorted(group, key=lambda g: g["seed"])]
         spread = statistics.pstdev(means) if len(means) > 1 else 0.0
         lines.append(
-            f"| {preset} | {mode} | {target} | {len(group)} | "
+            f"| {' | '.join(map(str, values))} | {len(group)} | "
             f"{', '.join(f'{m:.1f}' for m in means)} | {statistics.fmean(means):.1f} ± {spread:.1f} "
             f"| {max(g['minutes'] for g in group):.1f} |"
         )
@@ -142,7 +144,7 @@ def reference_runs(
     return [r for r in runs if (r["mode"], r["target"], r["preset"]) == (mode, target, preset)]
 
 
-def _finish(fig, ax: Axes, title: str):
+def finish_figure(fig, ax: Axes, title: str):
     """The axes, limits and legend shared by the course's evaluation-curve figures."""
     ax.axhline(RANDOM_POLICY_STEPS, color="grey", ls="--", lw=1, label="random policy")
     ax.set(xlabel="frames collected", ylabel="evaluation: mean episode length", title=title)
@@ -161,7 +163,7 @@ def plot_reference(rows: list[dict] | None, mode: str, target: str, title: str =
     if rows:
         frames, means = column(rows, "frames", "eval_mean"), column(rows, "eval_mean", "eval_mean")
         ax.plot(frames, means, "k.-", label="your run")
-    return _finish(fig, ax, title)
+    return finish_figure(fig, ax, title)
 
 
 def plot_targets(mode: str, title: str = ""):
@@ -172,4 +174,4 @@ def plot_targets(mode: str, title: str = ""):
         runs = reference_runs(mode, target, runs=shipped)
         if runs:
             plot_band(ax, runs, label)
-    return _finish(fig, ax, title)
+    return finish_figure(fig, ax, title)

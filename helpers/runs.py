@@ -24,7 +24,8 @@ RUN_FILE, LOG_FILE, CURVES_FILE, EVALUATION_FILE = (
     "curves.png",
     "evaluation.json",
 )
-RUN_FILES = (RUN_FILE, LOG_FILE, CHECKPOINT_FILE, CURVES_FILE, EVALUATION_FILE)
+REPLAY_DIR = "replay"  # the replay memory of a run that stopped early, for --resume
+RUN_FILES = (RUN_FILE, LOG_FILE, CHECKPOINT_FILE, CURVES_FILE, EVALUATION_FILE, REPLAY_DIR)
 PREVIOUS_DIR = "previous"  # where --overwrite keeps the run it replaced
 PENDING_DIR = "previous.pending"  # ... until the new run has saved its first checkpoint
 LOCK_FILE = ".lock"  # held (flock) by the run using the folder; the kernel frees it on any exit
@@ -107,7 +108,7 @@ class RunFolder:
             self._promote_pending()
             return
         for name in RUN_FILES:
-            (self.path / name).unlink(missing_ok=True)
+            _remove(self.path / name)
         pending = self.path / PENDING_DIR
         if pending.exists():
             for item in pending.iterdir():
@@ -163,9 +164,18 @@ class RunFolder:
         pending = self.path / PENDING_DIR
         if pending.exists():
             previous = self.path / PREVIOUS_DIR
-            shutil.rmtree(previous, ignore_errors=True)
+            _remove(pending / REPLAY_DIR)  # the replaced run cannot be resumed from previous/
+            _remove(previous)
             os.replace(pending, previous)
             print(f"The run that was in {self.path} is now in {previous}.")
+
+
+def _remove(path: Path) -> None:
+    """Delete a run's file or folder, if it is there."""
+    if path.is_dir():
+        shutil.rmtree(path, ignore_errors=True)
+    else:
+        path.unlink(missing_ok=True)
 
 
 def _why_not(path: Path, err: OSError) -> str:

@@ -16,23 +16,33 @@ from tqdm.auto import tqdm
 
 from helpers.checkpoints import (
     CHECKPOINT_FILE,
+    counters_after,
     flat_params,
     load_params_into,
     restore_training,
     save_checkpoint,
     training_state,
 )
-from helpers.config import Config, config_for_mode, get_device, get_mode
+from helpers.config import Config, config_for_mode, get_mode
 from helpers.envs import make_env
 from helpers.evaluation import EVAL_SEED, episode_lengths, episode_stats, final_evaluation
-from helpers.logs import CsvLog
+from helpers.logs import CsvLog, read_log
 from helpers.loop import gradient_step, make_collector, make_optimizer
 from helpers.losses import check_target, make_loss
+from helpers.machine import get_device
 from helpers.models import make_model
 from helpers.normalization import compute_norm_constants
 from helpers.plots import LiveCurve, in_notebook, plot_training, progress_postfix
-from helpers.replay import make_replay_buffer, scratch_dir
-from helpers.runs import CURVES_FILE, LOG_FILE, RunFolder, check_run_arguments
+from helpers.replay import open_replay
+from helpers.replay_files import remove_replay
+from helpers.runs import (
+    CURVES_FILE,
+    EVALUATION_FILE,
+    LOG_FILE,
+    REPLAY_DIR,
+    RunFolder,
+    check_run_arguments,
+)
 from helpers.workers import (
     StopOnInterrupt,
     stop_workers,
@@ -85,7 +95,8 @@ def train(
         seed: seed of torch, the collectors' and the evaluation environments.
         device: where the network trains (default: CUDA, MPS, then CPU).
         obs_norm: normalization constants (computed when missing).
-        resume: continue the run saved in `out_dir` up to `config.total_frames`.
+        resume: continue the run saved in `out_dir` up to `config.total_frames` (with its
+            replay memory, and so its `buffer_size`).
         overwrite: replace a run already in `out_dir` (otherwise that is an error).
         live_plot: redraw a learning curve during training (default: inside a notebook).
         progress: show a progress bar.
@@ -112,6 +123,9 @@ def train(
     )
     with RunFolder(out_dir) as folder:
         state = folder.start(run, resume, overwrite)
+        if state is not None:  # its replay memory, kept with the run, keeps its size
+            config = config.replace(buffer_size=state["config"]["buffer_size"])
+            run["config"]["buffer_size"] = config.buffer_size
         return _train(folder, run, state, config, device, obs_norm, live_plot, progress)
 
 
@@ -144,13 +158,21 @@ def _train(
     optim = make_optimizer(loss_module, config, device)
     counters = {"frames": 0, "batches": 0, "trajectories": 0}
     best = {"eval": -math.inf, "frames": 0, "params": None}
+    saved_replay = None
     if state is not None:
-        counters, best = restore_training(
+        counters, best, saved_replay = restore_training(
             state, model.actor, loss_module, optim, model.egreedy, str(out_dir)
         )
     remaining = config.total_frames - counters["frames"]
     if remaining < config.frames_per_batch:
         eval_env.close()
+        if not state["interrupted"] and not (out_dir / EVALUATION_FILE).exists():
+            # stopped during its final evaluation: do that, and only that
+            if best["params"] is not None:
+                load_params_into(model.actor, best["params"], str(out_dir))
+            final_eval = final_evaluation(out_dir, config, progress)
+            rows = read_log(out_dir / LOG_FILE)
+            return TrainResult(out_dir, rows, counters["frames"], False, model.actor, final_eval)
         raise ValueError(
             f"{out_dir} already holds {counters['frames']} of {config.total_frames} frames; "
             "raise total_frames (--frames) to train further."
@@ -170,6 +192,7 @@ def _train(
                 epsilon=float(model.egreedy.eps),
                 best=best,
                 finished=finished,
+                replay=None if finished else replay.state_dict(),
             ),
         )
         folder.keep()
@@ -179,45 +202,33 @@ def _train(
     live = LiveCurve() if (in_notebook() if live_plot is None else live_plot) else None
     workers_before = {p.pid for p in worker_processes()}
     start = time.monotonic() - (log.rows[-1]["seconds"] if log.rows else 0.0)
-    stored, finished = 0, False
+    finished = False
     eval_seeds = list(range(EVAL_SEED, EVAL_SEED + config.eval_episodes))
     collector = None
     bar = tqdm(
         total=config.total_frames, initial=counters["frames"], unit="frame", disable=not progress
     )
-    with scratch_dir(out_dir) as scratch, StopOnInterrupt() as stop:
-        replay = make_replay_buffer(config, target, scratch, obs_norm)
+    replay = open_replay(config, target, out_dir / REPLAY_DIR, obs_norm, saved_replay)
+    stored = config.init_random_frames if len(replay) else 0  # (a resumed run's memory)
+    with StopOnInterrupt() as stop:
         try:
             collector = make_collector(config, model.policy_explore, obs_norm, remaining, device)
             collector.set_seed(seed)
             for data in collector:
-                new_frames = data.numel()
-                frames = counters["frames"] + new_frames
-                finished_episodes = data["next", "done"].squeeze(-1)
-                replay.extend(data)
-                row = {
-                    "batch": counters["batches"],
-                    "frames": frames,
-                    "trajectories": counters["trajectories"] + int(finished_episodes.sum()),
-                }
-                # The greedy Q-value of the states just collected, computed by the collecting
-                # policy: free, where a forward pass on a replay sample would cost one.
-                row["value"] = float(data["chosen_action_value"].mean())
-                if finished_episodes.any() and ("next", "step_count") in data.keys(True):
-                    row["train_episode_length"] = float(
-                        data["next", "step_count"][finished_episodes].float().mean()
-                    )
-                stored += new_frames
-                if stored >= config.init_random_frames and len(replay):
-                    for _ in range(config.n_optim):
-                        sample = replay.sample().to(device, non_blocking=True)
-                        loss, grad_norm = gradient_step(
-                            loss_module, optim, target_updater, sample, config.max_grad_norm
-                        )
-                    row.update(loss=loss, grad_norm=grad_norm)
-                model.egreedy.step(new_frames)
-                collector.update_policy_weights_()
-                row["epsilon"] = float(model.egreedy.eps)
+                with stop.deferred():  # a second interrupt waits for the batch's updates
+                    frames, row = counters["frames"] + data.numel(), _batch_row(data, counters)
+                    replay.extend(data)
+                    stored += data.numel()
+                    if stored >= config.init_random_frames and len(replay):
+                        for _ in range(config.n_optim):
+                            sample = replay.sample().to(device, non_blocking=True)
+                            loss, grad_norm = gradient_step(
+                                loss_module, optim, target_updater, sample, config.max_grad_norm
+                            )
+                        row.update(loss=loss, grad_norm=grad_norm)
+                    model.egreedy.step(data.numel())
+                    collector.update_policy_weights_()
+                    row["epsilon"] = float(model.egreedy.eps)
                 due = frames // config.eval_every > counters["frames"] // config.eval_every
                 evaluate = counters["batches"] == 0 or due or frames >= config.total_frames
                 if evaluate:
@@ -226,15 +237,16 @@ def _train(
                     )
                     stats = episode_stats(lengths)
                     row.update(eval_mean=stats["mean"], eval_std=stats["std"])
-                    if stats["mean"] >= best["eval"]:  # ties go to the later, longer-trained agent
+                with stop.deferred():
+                    if evaluate and stats["mean"] >= best["eval"]:  # ties: the longer-trained
                         best = {"eval": stats["mean"], "frames": frames}
                         best["params"] = flat_params(loss_module.value_network_params)
-                row["seconds"] = round(time.monotonic() - start, 2)
-                log.write(row)
-                counters = _counters_after(row)
-                if evaluate and frames < config.total_frames:
-                    checkpoint(finished=False)  # what a run killed outright keeps
-                bar.update(new_frames)
+                    row["seconds"] = round(time.monotonic() - start, 2)
+                    log.write(row)
+                    counters = counters_after(row)
+                    if evaluate and frames < config.total_frames:
+                        checkpoint(finished=False)  # what a run killed outright keeps
+                bar.update(data.numel())
                 bar.set_postfix(progress_postfix(log.rows), refresh=False)
                 if live is not None and "eval_mean" in row:
                     live.update(log.rows)
@@ -246,7 +258,7 @@ def _train(
         finally:
             stop.shield()
             if log.rows:  # the log is what the checkpoint must agree with, whenever it stopped
-                counters = _counters_after(log.rows[-1])
+                counters = counters_after(log.rows[-1])
             if stop.requested:
                 print(f"Interrupted after {counters['frames']} frames: saving what ran so far.")
             bar.close()
@@ -256,6 +268,8 @@ def _train(
             stop_workers(keep=workers_before)
             if counters["batches"] > (state["batches"] if state is not None else 0):
                 checkpoint(finished)  # (a start that failed before its first batch saves nothing)
+            if finished or replay.state_dict() is None:
+                remove_replay(out_dir / REPLAY_DIR)  # kept only for a run to resume
             if log.rows:
                 plt.close(
                     plot_training(log.rows, f"{target} ({run['mode']} mode)", out_dir / CURVES_FILE)
@@ -268,11 +282,17 @@ def _train(
     return TrainResult(out_dir, log.rows, counters["frames"], not finished, model.actor, final_eval)
 
 
-def _counters_after(row: dict) -> dict:
-    """The run's counters once `row` is in the log: a checkpoint saved with them agrees with
-    the log (rows read back from the file hold floats)."""
-    return {
-        "frames": int(row["frames"]),
-        "batches": int(row["batch"]) + 1,
-        "trajectories": int(row["trajectories"]),
+def _batch_row(data, counters: dict) -> dict:
+    """A log row's facts about a collected batch: its counters, and the greedy Q-value of its
+    states, computed by the collecting policy (free, where a replay sample would cost a
+    forward pass), and the length of the training episodes it ended."""
+    ended = data["next", "done"].squeeze(-1)
+    row = {
+        "batch": counters["batches"],
+        "frames": counters["frames"] + data.numel(),
+        "trajectories": counters["trajectories"] + int(ended.sum()),
+        "value": float(data["chosen_action_value"].mean()),
     }
+    if ended.any() and ("next", "step_count") in data.keys(True):
+        row["train_episode_length"] = float(data["next", "step_count"][ended].float().mean())
+    return row

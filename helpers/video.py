@@ -10,9 +10,9 @@ import numpy as np
 import torch
 from torchrl.envs import CatTensors, TransformedEnv
 
-from helpers.checkpoints import load_agent
-from helpers.config import output_dir
+from helpers.agents import load_agent
 from helpers.evaluation import MAX_STEPS, play_episode
+from helpers.machine import output_dir
 
 RAW_KEY = "pixels_save"  # the untouched RGB frame, copied before the other transforms
 VIDEO_NAME = "td-lambda-agent.mp4"  # what `make course` leaves in outputs/

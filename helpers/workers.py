@@ -59,7 +59,8 @@ class StopOnInterrupt:
 
     Inside the block, SIGINT or SIGTERM sets `requested` instead of raising KeyboardInterrupt wherever the
     code happens to be (which can leave a collector or a functional call half done); the loop
-    checks `requested` between batches. A second interrupt raises KeyboardInterrupt at once.
+    checks `requested` between batches. A second interrupt raises KeyboardInterrupt at once,
+    or, inside a `deferred()` block (a gradient step, a weight update), as that block ends.
     """
 
     SIGNALS = (signal.SIGINT, signal.SIGTERM)
@@ -67,7 +68,21 @@ class StopOnInterrupt:
     def __init__(self) -> None:
         self.requested = False
         self.saving = False
+        self._deferring = self._pending = False
         self._previous: dict = {}
+
+    @contextmanager
+    def deferred(self) -> Iterator[None]:
+        """A block that a second interrupt does not cut in half (it raises as the block ends):
+        an exception inside TorchRL's functional calls or weight updates would leave parameters
+        swapped or a collector waiting."""
+        self._deferring = True
+        try:
+            yield
+        finally:
+            self._deferring = False
+        if self._pending:
+            raise KeyboardInterrupt
 
     def shield(self) -> None:
         """From now on interrupts only say that the run is stopping: the caller is saving
@@ -79,6 +94,9 @@ class StopOnInterrupt:
             print("\nStopping: saving the checkpoint and stopping the workers first.")
             return
         if self.requested:
+            if self._deferring:
+                self._pending = True
+                return
             raise KeyboardInterrupt
         self.requested = True
         print("\nInterrupt received: stopping after this batch (interrupt again to stop at once).")
@@ -86,6 +104,8 @@ class StopOnInterrupt:
     def __enter__(self) -> StopOnInterrupt:
         if threading.current_thread() is threading.main_thread():
             self._previous = {s: signal.signal(s, self._handler) for s in self.SIGNALS}
+            # A parent that blocked them (a Ray worker blocks SIGINT) passes its mask on.
+            signal.pthread_sigmask(signal.SIG_UNBLOCK, self.SIGNALS)
         return self
 
     def __exit__(self, *exc: object) -> None:
@@ -95,20 +115,20 @@ class StopOnInterrupt:
 
 @contextmanager
 def children_ignore_interrupts() -> Iterator[None]:
-    """Start processes inside this block that ignore SIGINT and SIGTERM for good.
+    """Start processes inside this block that never receive SIGINT and SIGTERM.
 
     A terminal's Ctrl+C reaches every process of the foreground group: a collector's worker
-    would die mid-batch while the main process waits for it, and the run would hang. Workers
-    started here leave the signal to the main process (the ignored disposition survives the
-    spawn), which stops them itself (`stop_workers`). Signals arriving inside the block, while
-    the workers start, are lost.
+    would die mid-batch while the main process waits for it, and the run would hang. Inside
+    the block both signals are blocked; workers started here keep them blocked for good (a
+    process inherits the signal mask across the spawn) and leave them to the main process,
+    which stops them itself (`stop_workers`). A signal that reaches the main process while the
+    workers start waits, and is handled as the block ends.
     """
     if threading.current_thread() is not threading.main_thread():
         yield
         return
-    previous = {s: signal.signal(s, signal.SIG_IGN) for s in StopOnInterrupt.SIGNALS}
+    previous = signal.pthread_sigmask(signal.SIG_BLOCK, StopOnInterrupt.SIGNALS)
     try:
         yield
     finally:
-        for signum, handler in previous.items():
-            signal.signal(signum, handler)
+        signal.pthread_sigmask(signal.SIG_SETMASK, previous)

@@ -1,4 +1,4 @@
-"""Run the course's command line in a separate process, as a user would."""
+"""Run the course's command line in a separate process, as a user would; tell whether CI runs."""
 
 import os
 import subprocess
@@ -15,3 +15,22 @@ def cli(*args: str) -> subprocess.CompletedProcess:
         env=env,
         timeout=300,
     )
+
+
+def start_cli(*args: str) -> subprocess.Popen:
+    """`python -m helpers ARGS` started in its own process group, as a terminal starts a command
+    (Ctrl+C there is SIGINT to the whole group); stdout and stderr are piped."""
+    env = {**os.environ, "SDL_VIDEODRIVER": "dummy"}
+    return subprocess.Popen(
+        [sys.executable, "-m", "helpers", *args],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        start_new_session=True,
+    )
+
+
+def in_ci() -> bool:
+    """CI sets CI: tests that need an optional tool fail there instead of skipping."""
+    return os.environ.get("CI", "").strip().lower() not in ("", "0", "false", "no")

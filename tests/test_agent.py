@@ -9,14 +9,8 @@ import torch
 from clitools import cli
 from tensordict import TensorDict
 
-from helpers.checkpoints import (
-    AGENT_FILE,
-    SHIPPED_DIR,
-    SHIPPED_RUN_FILES,
-    CheckpointError,
-    load_agent,
-    ship_run,
-)
+from helpers.agents import SHIPPED_RUN_FILES, load_agent, ship_run
+from helpers.checkpoints import AGENT_FILE, SHIPPED_DIR, CheckpointError
 from helpers.config import config_for_mode
 from helpers.evaluation import (
     EVAL_SEED,

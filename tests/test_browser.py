@@ -27,6 +27,7 @@ import urllib.request
 from pathlib import Path
 
 import pytest
+from clitools import in_ci
 
 ROOT = Path(__file__).resolve().parent.parent
 CHROMIUM = Path("/usr/bin/chromium")
@@ -55,10 +56,6 @@ LAB_SETTINGS = {
 }
 
 
-def _in_ci() -> bool:
-    return os.environ.get("CI", "").strip().lower() not in ("", "0", "false", "no")
-
-
 try:
     from playwright.sync_api import expect, sync_playwright
 except ImportError:
@@ -72,7 +69,7 @@ MISSING = [
     if not present
 ]
 MISSING_MESSAGE = f"browser test needs {' and '.join(MISSING)}: {INSTALL_HINT}"
-if MISSING and not _in_ci():  # one line in `make test` (pytest -rs); CI must run it
+if MISSING and not in_ci():  # one line in `make test` (pytest -rs); CI must run it
     pytest.skip(MISSING_MESSAGE, allow_module_level=True)
 
 

@@ -12,10 +12,9 @@ from helpers.config import (
     TUTORIAL_RECIPE,
     Config,
     config_for_mode,
-    get_device,
     get_mode,
-    setup_banner,
 )
+from helpers.machine import get_device, setup_banner
 
 
 def test_default_mode_is_workshop():

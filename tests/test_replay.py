@@ -10,12 +10,14 @@ from torchrl.collectors import Collector
 from helpers.config import config_for_mode
 from helpers.envs import FRAMES_KEY, make_env
 from helpers.frame_replay import FrameReplay
+from helpers.normalization import make_normalizer
 from helpers.replay import (
     NaiveReplay,
     chunk_length,
     make_replay_buffer,
     scratch_dir,
 )
+from helpers.replay_files import ReplayFilesError
 
 WORKERS, STEPS = 2, 8  # each collected batch is [2 workers, 8 steps]
 COMPARED = [
@@ -73,7 +75,7 @@ def test_compact_transitions_equal_the_naive_ones(batches, obs_norm, tmp_path):
     config = config_for_mode("smoke").replace(buffer_size=10_000, pipeline="tutorial")
     with scratch_dir(tmp_path) as scratch:
         naive = NaiveReplay(config, "td0", scratch / "naive")
-        compact = FrameReplay(10_000, 32, obs_norm, scratch)
+        compact = FrameReplay(10_000, 32, make_normalizer(obs_norm), scratch)
         positions = []
         for data in batches:
             naive.extend(data)
@@ -93,7 +95,7 @@ def test_compact_transitions_equal_the_naive_ones(batches, obs_norm, tmp_path):
 
 def test_a_small_ring_drops_old_steps_and_keeps_the_rest_exact(batches, obs_norm, tmp_path):
     with scratch_dir(tmp_path) as scratch:
-        compact = FrameReplay(50, 32, obs_norm, scratch)
+        compact = FrameReplay(50, 32, make_normalizer(obs_norm), scratch)
         checked = 0
         for data in batches:
             pos = compact.extend(data)
@@ -109,7 +111,7 @@ def test_a_memory_that_starts_mid_episode_rebuilds_the_history_from_the_stack(
     batches, obs_norm, tmp_path
 ):
     with scratch_dir(tmp_path) as scratch:
-        compact = FrameReplay(10_000, 32, obs_norm, scratch)
+        compact = FrameReplay(10_000, 32, make_normalizer(obs_norm), scratch)
         continued = [d for d in batches if (d["step_count"][:, 0] > 0).all()][0]
         pos = compact.extend(continued)
         open_rows = int((~continued["next", "done"][:, -1]).sum())  # last step still open
@@ -146,7 +148,7 @@ def test_compact_chunks_equal_the_naive_rows(batches, obs_norm, tmp_path):
 
 def test_the_compact_memory_stores_uint8_frames(batches, obs_norm, tmp_path):
     with scratch_dir(tmp_path) as scratch:
-        compact = FrameReplay(1_000, 8, obs_norm, scratch)
+        compact = FrameReplay(1_000, 8, make_normalizer(obs_norm), scratch)
         compact.extend(batches[0])
         assert compact.slots["frame"].dtype == torch.uint8
         assert sorted(p.name for p in scratch.iterdir())[0] == "action.memmap"
@@ -155,10 +157,54 @@ def test_the_compact_memory_stores_uint8_frames(batches, obs_norm, tmp_path):
     assert not list(tmp_path.iterdir()), "the scratch folder was not removed"
 
 
+def test_a_reopened_memory_is_the_one_its_checkpoint_saw(batches, obs_norm, tmp_path):
+    """A run killed after a checkpoint wrote more; the resumed run reopens the files with the
+    checkpoint's state: the steps it held are rebuilt exactly, but for those the later writes
+    overwrote and those whose next frame never came."""
+    norm = make_normalizer(obs_norm)
+    reference = FrameReplay(400, 32, norm, tmp_path / "reference", chunk=4)
+    killed = FrameReplay(400, 32, norm, tmp_path / "killed", chunk=4)
+    for data in batches[:20]:
+        reference.extend(data)
+        killed.extend(data)
+    saved = killed.state_dict()
+    assert saved["open_steps"] and saved["written"] > saved["steps_written"] == 20 * 16
+    for data in batches[20:30]:  # written after the checkpoint, then the run is killed
+        killed.extend(data)
+    highest = killed.written
+    del killed
+    reopened = FrameReplay(400, 32, norm, tmp_path / "killed", chunk=4, saved=saved)
+    assert reopened.written == saved["written"] and not reopened.open_steps
+    assert reopened.lowest == highest - 400 > 0  # what the later writes overwrote
+    positions = torch.arange(saved["written"])
+    frames, held = reference.frame_positions(positions)
+    expected = held & (frames[:, :-1] >= highest - 400).all(-1)
+    expected &= ~torch.isin(positions, torch.tensor(saved["open_steps"]))
+    assert torch.equal(reopened.frame_positions(positions)[1], expected)
+    assert 100 < int(expected.sum()) < int(held.sum())
+    got, want = reopened.get(positions[expected]), reference.get(positions[expected])
+    for key in COMPARED:
+        assert torch.equal(got[key], want[key]), key
+    reopened.extend(batches[30])  # and it goes on
+    assert reopened.sample().batch_size == (8, 4)
+
+
+def test_replay_files_that_do_not_match_the_checkpoint_are_refused(batches, obs_norm, tmp_path):
+    norm = make_normalizer(obs_norm)
+    memory = FrameReplay(400, 32, norm, tmp_path, chunk=4)
+    memory.extend(batches[0])
+    saved = memory.state_dict()
+    with pytest.raises(ReplayFilesError, match="holds 400 frames in chunks of 4, not 800"):
+        FrameReplay(800, 32, norm, tmp_path, chunk=4, saved=saved)
+    (tmp_path / "frame.memmap").unlink()
+    with pytest.raises(ReplayFilesError, match="frame.memmap is missing"):
+        FrameReplay(400, 32, norm, tmp_path, chunk=4, saved=saved)
+
+
 def test_sampling_an_empty_memory_says_what_to_do(obs_norm, tmp_path):
     with scratch_dir(tmp_path) as scratch:
         with pytest.raises(RuntimeError, match="extend it first"):
-            FrameReplay(100, 8, obs_norm, scratch).sample()
+            FrameReplay(100, 8, make_normalizer(obs_norm), scratch).sample()
 
 
 def test_scratch_is_removed_after_an_error_and_stale_ones_are_cleaned(tmp_path):
@@ -193,7 +239,9 @@ def test_rows_that_do_not_cut_into_chunks_are_refused_before_anything_is_written
     batches, obs_norm, tmp_path
 ):
     with scratch_dir(tmp_path) as scratch:
-        compact = FrameReplay(1_000, 32, obs_norm, scratch, chunk=5)  # rows of 8 steps
+        compact = FrameReplay(
+            1_000, 32, make_normalizer(obs_norm), scratch, chunk=5
+        )  # rows of 8 steps
         with pytest.raises(ValueError, match="not chunks of 5"):
             compact.extend(batches[0])
         assert compact.written == 0 and not compact.open_steps

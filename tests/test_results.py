@@ -55,3 +55,9 @@ def test_the_readme_shows_the_shipped_results():
     readme = README.read_text()
     assert summary_table(runs) in readme, "README's summary table differs: paste `helpers results`"
     assert results_table(runs) in readme, "README's run table differs: paste `helpers results`"
+
+
+def test_the_readme_shows_the_workshop_sweep():
+    summary = (RESULTS_DIR.parent / "sweeps" / "workshop" / "summary.md").read_text()
+    table = summary.split("\n\n")[1].strip()
+    assert table.startswith("| setting |") and table in README.read_text()

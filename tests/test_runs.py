@@ -52,6 +52,18 @@ def test_overwrite_keeps_the_old_run_in_previous_once_the_new_one_has_a_checkpoi
     assert json.loads((good_run / "run.json").read_text()) == NEW
 
 
+def test_the_replaced_runs_replay_memory_goes_when_it_becomes_previous(good_run):
+    (good_run / "replay").mkdir()  # an interrupted run's memory, kept for --resume
+    (good_run / "replay" / "frame.memmap").write_bytes(b"frames")
+    with RunFolder(good_run) as folder:
+        folder.start(NEW, resume=False, overwrite=True)
+        assert (good_run / PENDING_DIR / "replay" / "frame.memmap").exists()  # not yet gone
+        (good_run / "checkpoint.pt").write_text("new checkpoint")
+        folder.keep()
+    assert not (good_run / PREVIOUS_DIR / "replay").exists()
+    assert (good_run / PREVIOUS_DIR / "checkpoint.pt").read_text() == "old checkpoint.pt"
+
+
 def test_a_start_killed_before_its_first_checkpoint_is_undone_by_the_next_run(good_run):
     before = files(good_run)
     # What `kill -9` leaves: the old run set aside, the new run's run.json and log, no checkpoint.

@@ -14,7 +14,7 @@ from pathlib import Path
 import psutil
 import pytest
 import torch
-from clitools import cli
+from clitools import cli, start_cli
 
 from helpers.logs import LOG_COLUMNS, read_log
 
@@ -114,7 +114,7 @@ def test_final_evaluation_is_what_evaluate_prints(td0_run):
 def test_nothing_left_behind(td0_run):
     out, _, new_workers, new_temp = td0_run
     assert not new_workers, f"worker processes left: {new_workers}"
-    assert not list(out.glob(".replay-*")) and not list(out.rglob("*.memmap"))
+    assert not (out / "replay").exists() and not list(out.rglob("*.memmap"))
     assert not new_temp, f"left in the temp folder: {new_temp}"
 
 
@@ -140,17 +140,8 @@ def test_resume_continues_the_run(td0_run, tmp_path):
 
 def start_run(out: Path, frames: int = 20_000, *extra: str) -> subprocess.Popen:
     """A real smoke-mode TD(lambda) run in its own process group, as a terminal starts one."""
-    args = [sys.executable, "-m", "helpers", "train", "--target", "td-lambda", "--mode", "smoke"]
-    args += ["--frames", str(frames), "--out", str(out), *extra]
-    env = {**os.environ, "SDL_VIDEODRIVER": "dummy"}
-    return subprocess.Popen(
-        args,
-        env=env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-        start_new_session=True,
-    )
+    args = ["train", "--target", "td-lambda", "--mode", "smoke", "--frames", str(frames)]
+    return start_cli(*args, "--out", str(out), *extra)
 
 
 def wait_for_rows(log: Path, rows: int, timeout: float = 120) -> None:
@@ -168,12 +159,18 @@ def assert_all_exited(processes: list[psutil.Process]) -> None:
 
 
 def assert_consistent(out: Path, finished: bool) -> None:
-    """The checkpoint and the log agree, and the run left no process or scratch file."""
+    """The checkpoint and the log agree, no partial file is left, and the replay memory is
+    kept for --resume exactly while the run is unfinished."""
     state = torch.load(out / "checkpoint.pt", weights_only=True)
     rows = read_log(out / "log.csv")
     assert state["interrupted"] is not finished
     assert rows[-1]["frames"] == state["frames"] and len(rows) == state["batches"]
-    assert not list(out.glob(".replay-*")) and not list(out.glob("*.tmp"))
+    assert not list(out.glob("*.tmp"))
+    if finished:
+        assert state["replay"] is None and not (out / "replay").exists()
+    else:  # every step logged is in the kept memory (and maybe the batch a signal cut short)
+        assert state["frames"] <= state["replay"]["steps_written"] <= state["frames"] + 32
+        assert (out / "replay" / "frame.memmap").stat().st_size == 512 * 64 * 64
 
 
 @pytest.mark.parametrize(
@@ -230,7 +227,10 @@ def test_a_killed_run_resumes_from_its_last_checkpoint(tmp_path):
     resumed = start_run(out, frames, "--resume")
     stdout, stderr = resumed.communicate(timeout=180)
     assert resumed.returncode == 0, stderr[-2000:]
+    assert "Resuming with the replay memory kept in" in stdout
     rows = read_log(out / "log.csv")
+    # The kept memory trains the first resumed batch (an empty one would wait 64 frames).
+    assert not math.isnan(rows[state["batches"]]["loss"])
     assert [r["frames"] for r in rows] == [32 * (i + 1) for i in range(frames // 32)]
     assert all(b["seconds"] >= a["seconds"] for a, b in zip(rows, rows[1:]))
     assert_consistent(out, finished=True)
@@ -265,7 +265,7 @@ def test_a_full_disk_keeps_the_last_checkpoint(td0_run, tmp_path):
     assert "Could not write" in result.stderr and "--resume" in result.stderr
     assert result.stderr.strip().splitlines()[-1].startswith("error: ")
     assert (copy / "checkpoint.pt").read_bytes() == before
-    assert not list(copy.glob("*.tmp")) and not list(copy.glob(".replay-*"))
+    assert not list(copy.glob("*.tmp"))
 
 
 @pytest.mark.parametrize(
@@ -360,6 +360,18 @@ def test_resuming_a_finished_run_without_more_frames_changes_nothing(td0_run, tm
     result = cli("train", *args, "--resume")
     assert result.returncode == 2 and "raise total_frames" in result.stderr
     assert contents(copy) == before
+
+
+def test_resuming_a_run_stopped_in_its_final_evaluation_only_evaluates(td0_run, tmp_path):
+    copy = shutil.copytree(td0_run[0], tmp_path / "run")
+    evaluation = json.loads((copy / "evaluation.json").read_text())
+    (copy / "evaluation.json").unlink()  # what Ctrl+C during the final evaluation leaves
+    before = contents(copy)
+    args = ["--target", "td0", "--mode", "smoke", "--frames", str(FRAMES), "--out", str(copy)]
+    result = cli("train", *args, "--resume")
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert json.loads((copy / "evaluation.json").read_text())["lengths"] == evaluation["lengths"]
+    assert {k: v for k, v in contents(copy).items() if k != "evaluation.json"} == before
 
 
 def test_resuming_with_another_pipeline_is_refused(td0_run, tmp_path):

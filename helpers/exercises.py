@@ -1,0 +1,212 @@
+"""The exercises' checks: each runs a learner's function on fixed inputs, compares what it
+returns with the course's reference, and says in one line what is right or what is wrong.
+
+A check prints "✓ ..." when the function is right and raises `CheckFailed` otherwise, naming the
+first thing that differs: the type, the shape, the dtype, or a value and its index. A function
+left as the exercise copy has it (`raise NotImplementedError()`) is "not written yet".
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from copy import deepcopy
+
+import torch
+from torchrl.modules import QValueActor
+from torchrl.objectives.value.functional import vec_td_lambda_return_estimate
+
+from helpers.config import Config
+from helpers.loop import gradient_step, make_optimizer
+from helpers.losses import make_loss
+from helpers.normalization import NORM_KEEP_DIMS, NORM_REDUCE_DIMS
+
+
+class CheckFailed(AssertionError):
+    """A learner's function that does not (yet) give the reference's result."""
+
+
+def _fail(exercise: str, message: str) -> None:
+    __tracebackhide__ = True  # IPython shows the message, not the checker's insides
+    raise CheckFailed(f"✗ {exercise}: {message}")
+
+
+def _call(exercise: str, function: Callable, *args: object) -> object:
+    """The learner's function applied to `args`; a blank one is reported as such."""
+    __tracebackhide__ = True
+    try:
+        return function(*args)
+    except NotImplementedError:
+        _fail(
+            exercise,
+            f"not written yet: replace `raise NotImplementedError()` in {function.__name__}.",
+        )
+
+
+def compare(exercise: str, got: object, expected: torch.Tensor, what: str = "the result") -> None:
+    """Fail, saying what differs, unless `got` is a tensor equal to `expected` (to float tolerance)."""
+    __tracebackhide__ = True
+    if not isinstance(got, torch.Tensor):
+        _fail(exercise, f"{what} is a {type(got).__name__}, expected a torch.Tensor.")
+    if got.shape != expected.shape:
+        _fail(exercise, f"{what} has shape {tuple(got.shape)}, expected {tuple(expected.shape)}.")
+    if got.dtype != expected.dtype:
+        _fail(exercise, f"{what} has dtype {got.dtype}, expected {expected.dtype}.")
+    if expected.dtype.is_floating_point:
+        close = torch.isclose(got.detach(), expected, rtol=1e-4, atol=1e-5)
+    else:
+        close = got == expected
+    if not bool(close.all()):
+        index = tuple(int(i) for i in (~close).nonzero()[0])
+        wrong, total = int((~close).sum()), close.numel()
+        _fail(
+            exercise,
+            f"{what}{list(index)} is {got[index].item():.6g}, expected {expected[index].item():.6g} "
+            f"({wrong} of {total} values differ).",
+        )
+
+
+def passed(exercise: str) -> None:
+    print(f"✓ {exercise}: correct.")
+
+
+# ----- notebook 02 ------------------------------------------------------------------------------
+def check_channel_stats(function: Callable) -> None:
+    """`function(frames)` of frames [N, 4, H, W] returns (loc, scale), each [4, 1, 1]: the mean
+    and standard deviation of each channel of the stack, as `ObservationNorm.init_stats` with
+    `reduce_dim=NORM_REDUCE_DIMS`, `keep_dims=NORM_KEEP_DIMS` computes them."""
+    __tracebackhide__ = True
+    name = "per-channel normalization constants"
+    frames = torch.rand(50, 4, 8, 8, generator=torch.Generator().manual_seed(2))
+    frames[:, 1] *= 0.5  # channels with other statistics, so a mix-up shows
+    out = _call(name, function, frames)
+    if not isinstance(out, tuple) or len(out) != 2:
+        _fail(name, f"return a tuple (loc, scale), not a {type(out).__name__}.")
+    dims = list(NORM_REDUCE_DIMS)
+    loc = frames.mean(dim=dims, keepdim=True).squeeze(0)
+    scale = frames.std(dim=dims, keepdim=True).squeeze(0)
+    assert loc.shape[-len(NORM_KEEP_DIMS) :] == (1, 1)
+    compare(name, out[0], loc, "loc")
+    compare(name, out[1], scale, "scale")
+    passed(name)
+
+
+# ----- notebook 03 ------------------------------------------------------------------------------
+def check_dueling(function: Callable) -> None:
+    """`function(value, advantage)` of V [B, 1] and A [B, actions] returns Q [B, actions]."""
+    __tracebackhide__ = True
+    name = "dueling combination"
+    generator = torch.Generator().manual_seed(3)
+    value, advantage = (
+        torch.randn(6, 1, generator=generator),
+        torch.randn(6, 3, generator=generator),
+    )
+    compare(
+        name,
+        _call(name, function, value, advantage),
+        value + advantage - advantage.mean(-1, keepdim=True),
+        "Q",
+    )
+    passed(name)
+
+
+def check_epsilon_greedy(function: Callable) -> None:
+    """`function(greedy, eps, num_actions)` of greedy action indices [B] returns indices [B]:
+    each a uniformly random action with probability eps, else the greedy one."""
+    __tracebackhide__ = True
+    name = "epsilon-greedy choice"
+    torch.manual_seed(4)
+    greedy = torch.randint(0, 3, (30_000,))
+    actions = _call(name, function, greedy, 0.0, 3)
+    compare(name, actions, greedy, "the actions with eps = 0")
+    for eps in (1.0, 0.3):
+        actions = _call(name, function, greedy, eps, 3)
+        if actions.min() < 0 or actions.max() > 2:
+            _fail(name, f"with eps = {eps} some actions are outside 0..2.")
+        changed = (actions != greedy).float().mean().item()
+        expected = eps * 2 / 3  # a random action is the greedy one a third of the time
+        if abs(changed - expected) > 0.02:
+            _fail(
+                name,
+                f"with eps = {eps}, {changed:.0%} of the actions differ from the greedy ones; "
+                f"expected about {expected:.0%} (a random action can be the greedy one too).",
+            )
+    passed(name)
+
+
+# ----- notebook 04 ------------------------------------------------------------------------------
+def check_td0_target(function: Callable) -> None:
+    """`function(reward, next_q, next_q_target, terminated, gamma)` of [B] rewards, [B, actions]
+    next-state Q-values (trainable and target parameters) and [B] bool flags returns the
+    double-DQN targets [B]."""
+    __tracebackhide__ = True
+    name = "double-DQN TD(0) target"
+    generator = torch.Generator().manual_seed(5)
+    reward = torch.rand(8, generator=generator)
+    next_q, next_q_target = (
+        torch.randn(8, 2, generator=generator),
+        torch.randn(8, 2, generator=generator),
+    )
+    terminated = torch.tensor([False, True, False, False, True, False, False, False])
+    best = next_q.argmax(-1, keepdim=True)
+    expected = reward + 0.9 * (~terminated).float() * next_q_target.gather(-1, best).squeeze(-1)
+    got = _call(name, function, reward, next_q, next_q_target, terminated, 0.9)
+    compare(name, got, expected, "target")
+    passed(name)
+
+
+def check_gradient_step(function: Callable, actor: QValueActor, config: Config, sample) -> None:
+    """`function(loss_module, optim, target_updater, sample, max_grad_norm)` does one DQN update
+    and returns (loss, grad_norm) as floats: two of them, from the same state on `sample`, must
+    leave the same trainable and target parameters as `helpers.loop.gradient_step`, the step
+    that `train` takes."""
+    __tracebackhide__ = True
+    name = "one gradient step"
+    results = []
+    for step in (function, gradient_step):
+        torch.manual_seed(7)
+        copy = deepcopy(actor)
+        loss_module, target_updater = make_loss(copy, config, "td0")
+        with torch.no_grad():  # a target that differs from the trainable parameters
+            loss_module.target_value_network_params.apply_(
+                lambda p: p.add_(0.01 * torch.randn_like(p))
+            )
+        optim = make_optimizer(loss_module, config, torch.device("cpu"))
+        returned = [
+            _call(
+                name, step, loss_module, optim, target_updater, sample.clone(), config.max_grad_norm
+            )
+            for _ in range(2)
+        ]
+        results.append((returned, loss_module))
+    (got, mine), (expected, reference) = results
+    for i, ((loss, norm), (ref_loss, ref_norm)) in enumerate(zip(got, expected)):
+        if not isinstance(loss, float) or not isinstance(norm, float):
+            _fail(name, "return (loss, grad_norm) as Python floats (tensor.item()).")
+        what = f"step {i + 1}'s (loss, grad_norm)"
+        compare(name, torch.tensor([loss, norm]), torch.tensor([ref_loss, ref_norm]), what)
+    for params in ("value_network_params", "target_value_network_params"):
+        ours, theirs = (
+            getattr(mine, params).flatten_keys("."),
+            getattr(reference, params).flatten_keys("."),
+        )
+        for key in theirs.keys():
+            compare(name, ours[key].data, theirs[key].data, f"after two steps, {params}[{key!r}]")
+    passed(name)
+
+
+# ----- notebook 05 ------------------------------------------------------------------------------
+def check_lambda_returns(function: Callable) -> None:
+    """`function(reward, next_value, done, terminated, gamma, lmbda)` of 1-D tensors over time
+    returns the λ-returns, as TorchRL's `vec_td_lambda_return_estimate` computes them."""
+    __tracebackhide__ = True
+    name = "λ-returns"
+    generator = torch.Generator().manual_seed(6)
+    reward, next_value = torch.rand(9, generator=generator), torch.randn(9, generator=generator)
+    terminated = torch.tensor([0, 0, 1, 0, 0, 0, 0, 0, 0], dtype=torch.bool)
+    done = terminated | torch.tensor([0, 0, 0, 0, 0, 1, 0, 0, 0], dtype=torch.bool)
+    expected = vec_td_lambda_return_estimate(
+        0.9, 0.7, *(x.view(1, -1, 1) for x in (next_value, reward, done, terminated))
+    ).flatten()
+    got = _call(name, function, reward, next_value, done, terminated, 0.9, 0.7)
+    compare(name, got, expected, "returns")
+    passed(name)

@@ -1,0 +1,81 @@
+"""Where the course runs: the device, the outputs folder, and the banner every notebook prints."""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import platform
+from importlib.metadata import version
+from pathlib import Path
+
+import torch
+
+from helpers.config import MODE_VARIABLE, Config, config_for_mode, get_mode
+
+OUTPUT_VARIABLE = "DQN_COURSE_OUTPUT_DIR"
+DEVICE_VARIABLE = "DQN_COURSE_DEVICE"
+
+
+def get_device(preferred: str | torch.device | None = None) -> torch.device:
+    """Pick CUDA, then Apple MPS, then CPU; `preferred` (or $DQN_COURSE_DEVICE) overrides."""
+    preferred = preferred or os.environ.get(DEVICE_VARIABLE) or None
+    if preferred is not None:
+        return check_device(preferred)
+    if torch.cuda.is_available():
+        return torch.device("cuda:0")
+    if torch.backends.mps.is_available():
+        return torch.device("mps")
+    return torch.device("cpu")
+
+
+def check_device(name: str | torch.device) -> torch.device:
+    """`name` as a torch device, refused with what to do when this machine has none such."""
+    try:
+        device = torch.device(name)
+    except (RuntimeError, TypeError):
+        raise ValueError(
+            f"Unknown device {name!r} (set by DQN_COURSE_DEVICE or device=): use cpu, cuda or mps."
+        ) from None
+    available = {
+        "cpu": True,
+        "cuda": torch.cuda.is_available(),
+        "mps": torch.backends.mps.is_available(),
+    }
+    if not available.get(device.type, False):
+        raise ValueError(
+            f"Device {name!r} is not available on this machine: unset DQN_COURSE_DEVICE to let "
+            "the course choose, or use cpu."
+        )
+    return device
+
+
+def output_dir(*parts: str) -> Path:
+    """Where the course writes what it makes: $DQN_COURSE_OUTPUT_DIR, else `outputs/`.
+
+    `outputs/` sits at the root of the repository when `helpers` is installed from
+    a checkout (`pip install -e .`), and in the current folder otherwise.
+    """
+    root = os.environ.get(OUTPUT_VARIABLE)
+    if root:
+        base = Path(root)
+    else:
+        repo = Path(__file__).resolve().parent.parent
+        base = repo / "outputs" if (repo / "pyproject.toml").exists() else Path("outputs")
+    path = base.joinpath(*parts)
+    path.mkdir(parents=True, exist_ok=True)
+    return path
+
+
+def setup_banner(mode: str | None = None, config: Config | None = None) -> str:
+    """The text the first cell of every notebook prints: versions, mode, device, settings."""
+    mode = get_mode(mode)
+    config = config or config_for_mode(mode)
+    packages = ["torch", "torchvision", "torchrl", "tensordict", "gymnasium"]
+    lines = [f"python {platform.python_version()}"]
+    lines += [f"{name} {version(name)}" for name in packages]
+    lines += [f"mode: {mode}  (change it with {MODE_VARIABLE}=smoke|workshop|full)"]
+    lines += [f"device: {get_device()}", f"outputs: {output_dir()}", "settings:"]
+    width = max(len(field.name) for field in dataclasses.fields(config))
+    for field in dataclasses.fields(config):
+        lines.append(f"  {field.name:<{width}} = {getattr(config, field.name)}")
+    return "\n".join(lines)

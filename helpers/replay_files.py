@@ -1,0 +1,84 @@
+"""The compact replay memory's files: memory-mapped tensors made new, or reopened to resume.
+
+A run keeps its memory in its folder's `replay/` (see `helpers.runs.REPLAY_DIR`): the frames and
+links stay on disk, and the checkpoint stores the few counters that say what the files hold
+(`FrameReplay.state_dict`), so `--resume` goes on with the memory the run had.
+
+A run killed after its last checkpoint went on writing: those frames sit at positions from the
+checkpoint's `written` on, where the resumed run writes again, and they overwrote the oldest
+frames, which the high-water marks (`marks`) tell the memory no longer to count as held
+(`FrameReplay.lowest`). Steps still waiting for their next frame at the checkpoint never get
+it (the resumed run's collectors start new episodes): they are closed.
+"""
+
+from __future__ import annotations
+
+import math
+import shutil
+from pathlib import Path
+
+import torch
+from tensordict import MemoryMappedTensor, TensorDict
+
+from helpers.envs import FRAME_SIZE
+
+# A slot's fields besides its frame: the step's links, action, reward and flags.
+SLOT_FIELDS = {
+    "prev": torch.int32,
+    "next": torch.int32,  # -1: not a complete step
+    "action": torch.uint8,
+    "reward": torch.float32,
+    "terminated": torch.bool,
+    "truncated": torch.bool,
+}
+
+
+class ReplayFilesError(ValueError):
+    """Replay files that cannot be reopened as the memory a checkpoint describes."""
+
+
+def open_ring(
+    folder: Path, capacity: int, chunk: int | None, saved: dict | None = None
+) -> tuple[TensorDict, torch.Tensor | None, torch.Tensor]:
+    """The ring's slots [capacity], the chunk table [capacity // chunk, chunk] (None without
+    chunks) and the two high-water marks (the highest frame and chunk positions ever written),
+    all memory-mapped in `folder`: new files, or, given the `saved` state of the memory whose
+    files they are, the ones already there."""
+    reopen = saved is not None
+    if reopen and (saved["capacity"], saved["chunk"]) != (capacity, chunk):
+        raise ReplayFilesError(
+            f"The replay memory in {folder} holds {saved['capacity']} frames in chunks of "
+            f"{saved['chunk']}, not {capacity} in chunks of {chunk}."
+        )
+    files = {name: ((capacity,), dtype) for name, dtype in SLOT_FIELDS.items()}
+    files["frame"] = (capacity, FRAME_SIZE, FRAME_SIZE), torch.uint8
+    files["marks"] = (2,), torch.int64
+    if chunk is not None:
+        files["chunks"] = (capacity // chunk, chunk), torch.int32
+    folder.mkdir(parents=True, exist_ok=True)
+    maps = {
+        name: _memmap(folder / f"{name}.memmap", shape, dtype, reopen)
+        for name, (shape, dtype) in files.items()
+    }
+    marks, chunks = maps.pop("marks"), maps.pop("chunks", None)
+    if not reopen:
+        maps["next"].fill_(-1)
+        marks.zero_()
+    return TensorDict(maps, batch_size=[capacity]), chunks, marks
+
+
+def _memmap(path: Path, shape: tuple, dtype: torch.dtype, reopen: bool) -> MemoryMappedTensor:
+    """A memory-mapped tensor in `path`: a new one, or the one already there (`reopen`)."""
+    if not reopen:
+        return MemoryMappedTensor.empty(shape, dtype=dtype, filename=path)
+    size = math.prod(shape) * dtype.itemsize
+    if not path.is_file() or path.stat().st_size != size:
+        raise ReplayFilesError(
+            f"{path} is missing or is not the replay file the checkpoint expects."
+        )
+    return MemoryMappedTensor.from_filename(path, dtype, torch.Size(shape))
+
+
+def remove_replay(folder: Path) -> None:
+    """Delete a replay memory's folder (a finished run's, a new run's leftovers)."""
+    shutil.rmtree(folder, ignore_errors=True)

@@ -1,0 +1,150 @@
+"""The exercises: `make exercises` blanks every solution, and each check fails on the blank with
+its message and passes on the solution (the committed notebooks run their checks under nbval).
+The copies are made by nbgrader's ClearSolutions, as `make exercises` makes them."""
+
+import json
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+from clitools import in_ci
+from tensordict import TensorDict
+
+from helpers import exercises
+from helpers.config import config_for_mode
+from helpers.envs import make_env
+from helpers.models import make_model
+
+ROOT = Path(__file__).resolve().parent.parent
+NBGRADER = ROOT / ".venv" / "nbgrader"  # where `make exercises` installs nbgrader
+EXERCISE_NOTEBOOKS = ("02_normalization", "03_model", "04_td0", "05_td_lambda")
+CHECK_CALL = re.compile(r"^check_\w+\((\w+)", re.M)
+TIME = re.compile(r"\*\*Exercise (\d) · [^*]+\*\* \(about (\d+) minutes\)")
+
+if not (NBGRADER / "nbgrader").is_dir() and not in_ci():
+    pytest.skip("exercise copies need nbgrader: run `make exercises` once", allow_module_level=True)
+
+
+def cells(path: Path) -> list[dict]:
+    return json.loads(path.read_text())["cells"]
+
+
+def source(cell: dict) -> str:
+    return "".join(cell["source"])
+
+
+@pytest.fixture(scope="module")
+def copies(tmp_path_factory) -> Path:
+    """The exercise copies, made with the command `make exercises` runs."""
+    out = tmp_path_factory.mktemp("exercises")
+    notebooks = [str(ROOT / "notebooks" / f"{n}.ipynb") for n in EXERCISE_NOTEBOOKS]
+    subprocess.run(
+        [sys.executable, "-m", "jupyter", "nbconvert", "--to", "notebook", "--output-dir", str(out)]
+        + ["--Exporter.preprocessors=['nbgrader.preprocessors.ClearSolutions']", *notebooks],
+        env={**os.environ, "PYTHONPATH": str(NBGRADER)},
+        check=True,
+        capture_output=True,
+    )
+    return out
+
+
+def exercise_cells(path: Path) -> dict[str, tuple[str, str]]:
+    """Each exercise's function name -> (the cell that defines it, the cell that checks it)."""
+    found = {}
+    all_cells = cells(path)
+    for i, cell in enumerate(all_cells):
+        for function in CHECK_CALL.findall(source(cell)):
+            definition = next(source(c) for c in all_cells[:i] if f"def {function}(" in source(c))
+            found[function] = (definition, source(cell))
+    return found
+
+
+def test_every_exercise_has_a_time_a_hint_and_a_check():
+    numbers = []
+    for name in EXERCISE_NOTEBOOKS:
+        text = "\n".join(source(c) for c in cells(ROOT / "notebooks" / f"{name}.ipynb"))
+        found = TIME.findall(text)
+        assert found, f"{name} has no exercise"
+        assert text.count("<summary>Hint</summary>") == len(found)
+        assert len(exercise_cells(ROOT / "notebooks" / f"{name}.ipynb")) == len(found)
+        numbers += [int(n) for n, _ in found]
+    assert numbers == list(range(1, len(numbers) + 1))
+
+
+def test_the_copies_keep_no_solution(copies):
+    for name in EXERCISE_NOTEBOOKS:
+        original = cells(ROOT / "notebooks" / f"{name}.ipynb")
+        copy = cells(copies / f"{name}.ipynb")
+        assert len(copy) == len(original)
+        for before, after in zip(original, copy):
+            if "### BEGIN SOLUTION" in source(before):
+                assert "BEGIN SOLUTION" not in source(after)
+                assert "raise NotImplementedError()" in source(after)
+            else:
+                assert source(after) == source(before)
+
+
+def run_check(definition: str, check: str, context: dict) -> None:
+    """Define the function as the notebook's cell does, then run the notebook's check cell."""
+    namespace = {"torch": torch, **context}
+    exec(definition, namespace)
+    exec(check, namespace)
+
+
+@pytest.fixture(scope="module")
+def context() -> dict:
+    """What the check of notebook 04's gradient step reads from the notebook: its model,
+    config and a sampled batch (here a random one, shaped as the replay memory returns it)."""
+    config = config_for_mode("smoke")
+    env = make_env(obs_norm={"loc": torch.zeros(4, 1, 1), "scale": torch.ones(4, 1, 1)}, seed=0)
+    model = make_model(env, config)
+    env.close()
+    b = config.batch_size
+    flags = {k: torch.zeros(b, 1, dtype=torch.bool) for k in ("done", "terminated", "truncated")}
+    sample = TensorDict(
+        {
+            "pixels": torch.randn(b, 4, 64, 64),
+            "action": torch.nn.functional.one_hot(torch.randint(0, 2, (b,)), 2),
+            "next": {"pixels": torch.randn(b, 4, 64, 64), "reward": torch.rand(b, 1), **flags},
+        },
+        batch_size=[b],
+    )
+    return {"model": model, "config": config, "sample": sample}
+
+
+@pytest.mark.parametrize("name", EXERCISE_NOTEBOOKS)
+def test_each_check_fails_on_the_blank_and_passes_on_the_solution(name, copies, context, capsys):
+    solved = exercise_cells(ROOT / "notebooks" / f"{name}.ipynb")
+    blank = exercise_cells(copies / f"{name}.ipynb")
+    assert solved.keys() == blank.keys()
+    for function, (definition, check) in blank.items():
+        with pytest.raises(exercises.CheckFailed, match="not written yet") as failure:
+            run_check(definition, check, context)
+        assert str(failure.value).startswith("✗ ") and function in str(failure.value)
+        run_check(*solved[function], context)
+        assert capsys.readouterr().out.strip().endswith(": correct.")
+
+
+@pytest.mark.parametrize(
+    "got,message",
+    [
+        ([1.0, 2.0], "x is a list, expected a torch.Tensor"),
+        (torch.zeros(2, 1), r"x has shape \(2, 1\), expected \(2,\)"),
+        (torch.tensor([1, 2]), "x has dtype torch.int64, expected torch.float32"),
+        (torch.tensor([1.0, 2.5]), r"x\[1\] is 2.5, expected 2 \(1 of 2 values differ\)"),
+    ],
+)
+def test_a_wrong_answer_is_told_what_differs(got, message):
+    with pytest.raises(exercises.CheckFailed, match=message):
+        exercises.compare("exercise", got, torch.tensor([1.0, 2.0]), "x")
+    exercises.compare("exercise", torch.tensor([1.0, 2.0 + 1e-7]), torch.tensor([1.0, 2.0]), "x")
+
+
+def test_the_dueling_check_names_a_wrong_mean():
+    wrong = lambda value, advantage: value + advantage - advantage.mean()  # noqa: E731
+    with pytest.raises(exercises.CheckFailed, match=r"Q\[0, 0\] is .*, expected"):
+        exercises.check_dueling(wrong)
