@@ -29,12 +29,15 @@ $(SCALE_STAMP): $(STAMP)
 ## course: execute every notebook in order ($(MODE) mode) into outputs/
 course: $(STAMP)
 	@mkdir -p outputs
+	@rm -f outputs/notebook-times-$(MODE).txt
 	@for nb in $(NOTEBOOKS); do \
 		echo "== $$nb ($(MODE) mode)"; \
 		start=$$(date +%s); \
 		DQN_COURSE_MODE=$(MODE) $(BIN)/jupyter nbconvert --to notebook --execute \
 			--ExecutePreprocessor.timeout=3600 --output-dir outputs "$$nb" || exit 1; \
-		echo "   done in $$(( $$(date +%s) - start )) s"; \
+		seconds=$$(( $$(date +%s) - start )); \
+		echo "   done in $$seconds s"; \
+		echo "$$(basename $$nb .ipynb) $$seconds" >> outputs/notebook-times-$(MODE).txt; \
 	done
 	@echo "Executed notebooks, logs and plots are in outputs/"
 	@$(BIN)/python -c 'from helpers.video import report_video; report_video()'

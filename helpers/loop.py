@@ -55,14 +55,18 @@ def make_collector(
     config: Config, policy, obs_norm: dict, total_frames: int, device: torch.device
 ) -> Collector:
     """The course's data collector: `config.num_collectors` asynchronous collector processes,
-    each stepping `config.num_workers` environments with the exploring `policy`.
+    each stepping `config.num_workers` environments with the exploring `policy`, for
+    `total_frames` rounded up to whole batches (what the collector collects anyway).
 
     Its processes ignore Ctrl+C and SIGTERM (`children_ignore_interrupts`): the main process
     decides when to stop and shuts them down.
     """
     try:
         with children_ignore_interrupts():
-            return plain_collector(config, policy, obs_norm, total_frames, device)
+            batches = -(-total_frames // config.frames_per_batch)  # whole batches, rounded up
+            return plain_collector(
+                config, policy, obs_norm, batches * config.frames_per_batch, device
+            )
     except Exception as err:
         # The half-built collector is referenced by the traceback's frames. Left alone, torchrl
         # cleans it up when the interpreter exits, and that cleanup waits forever for a thread

@@ -11,6 +11,7 @@ from pathlib import Path
 import torch
 
 from helpers.config import MODE_VARIABLE, Config, config_for_mode, get_mode
+from helpers.timings import time_line
 
 OUTPUT_VARIABLE = "DQN_COURSE_OUTPUT_DIR"
 DEVICE_VARIABLE = "DQN_COURSE_DEVICE"
@@ -66,15 +67,20 @@ def output_dir(*parts: str) -> Path:
     return path
 
 
-def setup_banner(mode: str | None = None, config: Config | None = None) -> str:
-    """The text the first cell of every notebook prints: versions, mode, device, settings."""
+def setup_banner(
+    mode: str | None = None, config: Config | None = None, notebook: str | None = None
+) -> str:
+    """The text the first cell of every notebook prints: versions, mode, device, how long the
+    `notebook` takes (from `helpers.timings`), settings."""
     mode = get_mode(mode)
     config = config or config_for_mode(mode)
     packages = ["torch", "torchvision", "torchrl", "tensordict", "gymnasium"]
     lines = [f"python {platform.python_version()}"]
     lines += [f"{name} {version(name)}" for name in packages]
     lines += [f"mode: {mode}  (change it with {MODE_VARIABLE}=smoke|workshop|full)"]
-    lines += [f"device: {get_device()}", f"outputs: {output_dir()}", "settings:"]
+    lines += [f"device: {get_device()}", f"outputs: {output_dir()}"]
+    lines += [time_line(notebook, mode)] if notebook else []
+    lines += ["settings:"]
     width = max(len(field.name) for field in dataclasses.fields(config))
     for field in dataclasses.fields(config):
         lines.append(f"  {field.name:<{width}} = {getattr(config, field.name)}")

@@ -13,6 +13,7 @@ import fcntl
 import json
 import os
 import shutil
+import time
 from pathlib import Path
 
 from helpers.checkpoints import CHECKPOINT_FILE, load_checkpoint
@@ -168,6 +169,23 @@ class RunFolder:
             _remove(previous)
             os.replace(pending, previous)
             print(f"The run that was in {self.path} is now in {previous}.")
+
+
+def wait_until_free(folder: Path, timeout: float) -> None:
+    """Wait (up to `timeout` seconds) for the run using `folder` to let go of its lock."""
+    if not (folder / LOCK_FILE).exists():
+        return
+    fd = os.open(folder / LOCK_FILE, os.O_RDONLY)
+    try:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                return
+            except BlockingIOError:
+                time.sleep(0.5)
+    finally:
+        os.close(fd)
 
 
 def _remove(path: Path) -> None:

@@ -10,7 +10,6 @@ resumes the others; interrupting it stops the runs in progress as Ctrl+C stops `
 from __future__ import annotations
 
 import csv
-import fcntl
 import itertools
 import json
 import os
@@ -36,7 +35,8 @@ from helpers.results import (
     results_table,
     summary_table,
 )
-from helpers.runs import EVALUATION_FILE, LOCK_FILE, MAX_SEED
+from helpers.runs import EVALUATION_FILE, MAX_SEED, wait_until_free
+from helpers.workers import interrupts_raise
 
 SUMMARY_FILE, BANDS_CSV, BANDS_PNG = "summary.md", "bands.csv", "bands.png"
 OUTPUT_FILE = "output.txt"  # what the run printed
@@ -185,7 +185,8 @@ def sweep(
             ] = run
     interrupted = False
     try:
-        _wait_all(ray, pending)
+        with interrupts_raise():
+            _wait_all(ray, pending)
     except KeyboardInterrupt:
         interrupted = True
         print("Interrupted: the runs in progress save their checkpoints and stop...")
@@ -197,7 +198,7 @@ def sweep(
                     break
         finally:
             for run in pending.values():  # every run has saved and let go of its folder
-                _wait_until_free(out / run.name)
+                wait_until_free(out / run.name, STOP_TIMEOUT)
             stop_file.unlink(missing_ok=True)
     finally:
         ray.shutdown()
@@ -215,23 +216,6 @@ def _wait_all(ray, pending: dict) -> None:
         rc = ray.get(done[0])["rc"]
         state = "finished" if rc == 0 else f"failed (exit {rc}, see output.txt)"
         print(f"{pending[done[0]].name}: {state}; {len(waiting)} left")
-
-
-def _wait_until_free(folder: Path) -> None:
-    """Wait (up to STOP_TIMEOUT) for the run using `folder` to let go of its lock."""
-    if not (folder / LOCK_FILE).exists():
-        return
-    fd = os.open(folder / LOCK_FILE, os.O_RDONLY)
-    try:
-        deadline = time.monotonic() + STOP_TIMEOUT
-        while time.monotonic() < deadline:
-            try:
-                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-                return
-            except BlockingIOError:
-                time.sleep(0.5)
-    finally:
-        os.close(fd)
 
 
 def _start_ray(address: str | None, num_cpus: int | None):

@@ -6,7 +6,9 @@ from pathlib import Path
 import pytest
 
 from helpers.logs import CsvLog
+from helpers.machine import setup_banner
 from helpers.results import RESULTS_DIR, band, load_runs, results_table, summary_table
+from helpers.timings import format_seconds, load_times, notebook_time
 
 README = Path(__file__).resolve().parent.parent / "README.md"
 
@@ -61,3 +63,29 @@ def test_the_readme_shows_the_workshop_sweep():
     summary = (RESULTS_DIR.parent / "sweeps" / "workshop" / "summary.md").read_text()
     table = summary.split("\n\n")[1].strip()
     assert table.startswith("| setting |") and table in README.read_text()
+
+
+def test_notebook_times_are_formatted_by_hand():
+    assert [format_seconds(s) for s in (9.4, 42, 60, 258)] == [
+        "9 s",
+        "42 s",
+        "1 min 0 s",
+        "4 min 18 s",
+    ]
+    times = {"machine": "m", "seconds": {"smoke": {"04_td0": 26}, "workshop": {"04_td0": 258}}}
+    assert notebook_time("04_td0", "workshop", times) == "4 min 18 s"
+    assert notebook_time("07_more", "smoke", times) is None
+
+
+def test_the_readme_and_the_notebooks_show_the_measured_times():
+    times = load_times()
+    rows = [line for line in README.read_text().splitlines() if line.startswith("| `0")]
+    notebooks = sorted(p.stem for p in (README.parent / "notebooks").glob("0*.ipynb"))
+    assert [row.split("`")[1] for row in rows] == notebooks
+    for row in rows:
+        cells = [c.strip() for c in row.strip("|").split("|")]
+        notebook = row.split("`")[1]
+        assert cells[-2:] == [notebook_time(notebook, m, times) for m in ("smoke", "workshop")], row
+        source = (README.parent / "notebooks" / f"{notebook}.ipynb").read_text()
+        assert f'notebook=\\"{notebook}\\"' in source, f"{notebook}'s first cell names another"
+    assert "this notebook takes about: smoke " in setup_banner("smoke", notebook="04_td0")
