@@ -13,11 +13,10 @@ from copy import deepcopy
 
 import torch
 from torchrl.modules import QValueActor
-from torchrl.objectives.value.functional import vec_td_lambda_return_estimate
 
 from helpers.config import Config
 from helpers.loop import gradient_step, make_optimizer
-from helpers.losses import make_loss
+from helpers.losses import make_loss, td0_target, td_lambda_target
 from helpers.normalization import NORM_KEEP_DIMS, NORM_REDUCE_DIMS
 
 
@@ -147,8 +146,8 @@ def check_td0_target(function: Callable) -> None:
         torch.randn(8, 2, generator=generator),
     )
     terminated = torch.tensor([False, True, False, False, True, False, False, False])
-    best = next_q.argmax(-1, keepdim=True)
-    expected = reward + 0.9 * (~terminated).float() * next_q_target.gather(-1, best).squeeze(-1)
+    next_value = next_q_target.gather(-1, next_q.argmax(-1, keepdim=True)).squeeze(-1)
+    expected = td0_target(reward, next_value, terminated, 0.9)
     got = _call(name, function, reward, next_q, next_q_target, terminated, 0.9)
     compare(name, got, expected, "target")
     passed(name)
@@ -197,16 +196,16 @@ def check_gradient_step(function: Callable, actor: QValueActor, config: Config, 
 # ----- notebook 05 ------------------------------------------------------------------------------
 def check_lambda_returns(function: Callable) -> None:
     """`function(reward, next_value, done, terminated, gamma, lmbda)` of 1-D tensors over time
-    returns the λ-returns, as TorchRL's `vec_td_lambda_return_estimate` computes them."""
+    returns the λ-returns, as TorchRL's `vec_td_lambda_return_estimate` computes them (through
+    `helpers.losses.td_lambda_target`, which the course's loss uses)."""
     __tracebackhide__ = True
     name = "λ-returns"
     generator = torch.Generator().manual_seed(6)
     reward, next_value = torch.rand(9, generator=generator), torch.randn(9, generator=generator)
     terminated = torch.tensor([0, 0, 1, 0, 0, 0, 0, 0, 0], dtype=torch.bool)
     done = terminated | torch.tensor([0, 0, 0, 0, 0, 1, 0, 0, 0], dtype=torch.bool)
-    expected = vec_td_lambda_return_estimate(
-        0.9, 0.7, *(x.view(1, -1, 1) for x in (next_value, reward, done, terminated))
-    ).flatten()
+    batch = (x.view(1, -1, 1) for x in (reward, next_value, done, terminated))  # [B, T, 1]
+    expected = td_lambda_target(*batch, 0.9, 0.7).flatten()
     got = _call(name, function, reward, next_value, done, terminated, 0.9, 0.7)
     compare(name, got, expected, "returns")
     passed(name)

@@ -68,7 +68,8 @@ class FrameReplay:
         self.capacity, self.chunk, self.num_actions = capacity, chunk, num_actions
         self.batch_size = batch_size if chunk is None else max(1, batch_size // chunk)
         self.transform = transform
-        # The highest frame and chunk positions ever written to these files (see `lowest`).
+        # The slots, the chunk table, and the high-water marks: the highest frame and chunk
+        # positions ever written to these files (see `lowest`).
         self.slots, self.chunks, self.marks = open_ring(Path(folder), capacity, chunk, saved)
         # Frames written so far; the ring holds positions [lowest, written).
         self.written = self.chunks_written = self.steps_written = 0

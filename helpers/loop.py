@@ -61,9 +61,9 @@ def make_collector(
     Its processes ignore Ctrl+C and SIGTERM (`children_ignore_interrupts`): the main process
     decides when to stop and shuts them down.
     """
+    batches = -(-total_frames // config.frames_per_batch)  # whole batches, rounded up
     try:
         with children_ignore_interrupts():
-            batches = -(-total_frames // config.frames_per_batch)  # whole batches, rounded up
             return plain_collector(
                 config, policy, obs_norm, batches * config.frames_per_batch, device
             )

@@ -216,7 +216,8 @@ def _train(
             collector.set_seed(seed)
             for data in collector:
                 with stop.deferred():  # a second interrupt waits for the batch's updates
-                    frames, row = counters["frames"] + data.numel(), _batch_row(data, counters)
+                    row = _batch_row(data, counters)
+                    frames = row["frames"]
                     replay.extend(data)
                     stored += data.numel()
                     if stored >= config.init_random_frames and len(replay):

@@ -102,15 +102,23 @@ class StopOnInterrupt:
         print("\nInterrupt received: stopping after this batch (interrupt again to stop at once).")
 
     def __enter__(self) -> StopOnInterrupt:
-        if threading.current_thread() is threading.main_thread():
-            self._previous = {s: signal.signal(s, self._handler) for s in self.SIGNALS}
-            # A parent that blocked them (a Ray worker blocks SIGINT) passes its mask on.
-            signal.pthread_sigmask(signal.SIG_UNBLOCK, self.SIGNALS)
+        self._previous = _handle_interrupts(self._handler)
         return self
 
     def __exit__(self, *exc: object) -> None:
         for signum, previous in self._previous.items():
             signal.signal(signum, previous)
+
+
+def _handle_interrupts(handler) -> dict:
+    """Send SIGINT and SIGTERM to `handler`, even where a parent blocked them (a Ray worker
+    blocks SIGINT and passes its mask on) or ignored them (a script's background job); return
+    the handlers it replaced. Only the main thread can: elsewhere nothing changes."""
+    if threading.current_thread() is not threading.main_thread():
+        return {}
+    previous = {s: signal.signal(s, handler) for s in StopOnInterrupt.SIGNALS}
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, StopOnInterrupt.SIGNALS)
+    return previous
 
 
 @contextmanager
@@ -138,15 +146,11 @@ def children_ignore_interrupts() -> Iterator[None]:
 def interrupts_raise() -> Iterator[None]:
     """Ctrl+C and SIGTERM raise KeyboardInterrupt in this block, even where the process was
     started with them ignored or blocked (a background job of a script, a Ray worker)."""
-    if threading.current_thread() is not threading.main_thread():
-        yield
-        return
 
     def interrupt(signum, frame) -> None:
         raise KeyboardInterrupt
 
-    previous = {s: signal.signal(s, interrupt) for s in (signal.SIGINT, signal.SIGTERM)}
-    signal.pthread_sigmask(signal.SIG_UNBLOCK, list(previous))
+    previous = _handle_interrupts(interrupt)
     try:
         yield
     finally:
