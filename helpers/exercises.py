@@ -12,12 +12,15 @@ from collections.abc import Callable
 from copy import deepcopy
 
 import torch
+from tensordict import TensorDictBase
+from torchrl.data import LazyTensorStorage, TensorDictReplayBuffer
 from torchrl.modules import QValueActor
 
 from helpers.config import Config
+from helpers.envs import FRAMES_KEY
 from helpers.loop import gradient_step, make_optimizer
 from helpers.losses import make_loss, td0_target, td_lambda_target
-from helpers.normalization import NORM_KEEP_DIMS, NORM_REDUCE_DIMS
+from helpers.normalization import NORM_KEEP_DIMS, NORM_REDUCE_DIMS, make_normalizer
 
 
 class CheckFailed(AssertionError):
@@ -133,6 +136,43 @@ def check_epsilon_greedy(function: Callable) -> None:
 
 
 # ----- notebook 04 ------------------------------------------------------------------------------
+def check_store_transitions(function: Callable, batch: TensorDictBase, obs_norm: dict) -> None:
+    """`function(buffer, batch)` stores a collected [workers, time] batch in a TorchRL
+    `TensorDictReplayBuffer` as single transitions, without the float `pixels` (the buffer's
+    transform rebuilds them from the uint8 `frames` when it samples)."""
+    __tracebackhide__ = True
+    name = "storing transitions"
+    steps = batch.numel()
+    buffer = TensorDictReplayBuffer(
+        storage=LazyTensorStorage(2 * steps),
+        batch_size=steps,
+        transform=make_normalizer(obs_norm),
+    )
+    _call(name, function, buffer, batch)
+    if len(buffer) != steps:
+        _fail(
+            name,
+            f"after one batch of {list(batch.batch_size)} steps the buffer holds {len(buffer)} "
+            f"items, expected {steps} transitions: flatten the batch (`batch.reshape(-1)`).",
+        )
+    stored = buffer.storage[:]
+    for key in ("pixels", ("next", "pixels")):
+        if key in stored.keys(include_nested=True):
+            _fail(
+                name,
+                f"the buffer stores the float32 {key!r} (4 times the bytes of the uint8 frames): "
+                f"exclude it before extending; the transform rebuilds it when sampling.",
+            )
+    for key in (FRAMES_KEY, ("next", FRAMES_KEY), "action", ("next", "reward")):
+        if key not in stored.keys(include_nested=True):
+            _fail(name, f"the buffer has no {key!r}: store every key but the float pixels.")
+    sample = buffer.sample()
+    flat = batch.reshape(-1)[sample["index"]]
+    for key in ("pixels", ("next", "pixels"), "action", ("next", "terminated")):
+        compare(name, sample[key], flat[key], f"sample[{key!r}]")
+    passed(name)
+
+
 def check_td0_target(function: Callable) -> None:
     """`function(reward, next_q, next_q_target, terminated, gamma)` of [B] rewards, [B, actions]
     next-state Q-values (trainable and target parameters) and [B] bool flags returns the

@@ -97,8 +97,9 @@ def run_check(definition: str, check: str, context: dict) -> None:
 
 @pytest.fixture(scope="module")
 def context() -> dict:
-    """What the check of notebook 04's gradient step reads from the notebook: its model,
-    config and a sampled batch (here a random one, shaped as the replay memory returns it)."""
+    """What notebook 04's checks read from the notebook: its model, config, a sampled batch
+    (here a random one, shaped as the replay buffer returns it), a collected batch and the
+    normalization constants."""
     config = config_for_mode("smoke")
     env = make_env(obs_norm={"loc": torch.zeros(4, 1, 1), "scale": torch.ones(4, 1, 1)}, seed=0)
     model = make_model(env, config)
@@ -113,7 +114,17 @@ def context() -> dict:
         },
         batch_size=[b],
     )
-    return {"model": model, "config": config, "sample": sample}
+    obs_norm = {"loc": torch.zeros(4, 1, 1), "scale": torch.ones(4, 1, 1)}
+    envs = make_env(obs_norm=obs_norm, num_workers=2, seed=1)
+    batch = envs.rollout(16, break_when_any_done=False)  # [workers, time], as collected
+    envs.close()
+    return {
+        "model": model,
+        "config": config,
+        "sample": sample,
+        "batch": batch,
+        "obs_norm": obs_norm,
+    }
 
 
 @pytest.mark.parametrize("name", EXERCISE_NOTEBOOKS)
@@ -148,3 +159,17 @@ def test_the_dueling_check_names_a_wrong_mean():
     wrong = lambda value, advantage: value + advantage - advantage.mean()  # noqa: E731
     with pytest.raises(exercises.CheckFailed, match=r"Q\[0, 0\] is .*, expected"):
         exercises.check_dueling(wrong)
+
+
+def test_the_storing_check_says_to_flatten_and_to_leave_out_the_pixels(context):
+    batch, obs_norm = context["batch"], context["obs_norm"]
+    rows = lambda buffer, b: buffer.extend(b.exclude("pixels", ("next", "pixels")))  # noqa: E731
+    with pytest.raises(exercises.CheckFailed, match=r"holds 2 items, expected 32 transitions"):
+        exercises.check_store_transitions(rows, batch, obs_norm)
+    floats = lambda buffer, b: buffer.extend(b.reshape(-1))  # noqa: E731
+    with pytest.raises(exercises.CheckFailed, match=r"stores the float32 'pixels'"):
+        exercises.check_store_transitions(floats, batch, obs_norm)
+    frames = ("frames", ("next", "frames"))
+    keys = lambda buffer, b: buffer.extend(b.reshape(-1).select(*frames))  # noqa: E731
+    with pytest.raises(exercises.CheckFailed, match=r"the buffer has no 'action'"):
+        exercises.check_store_transitions(keys, batch, obs_norm)
