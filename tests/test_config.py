@@ -42,8 +42,9 @@ def test_full_mode_is_the_course_recipe_and_the_tutorial_preset_keeps_its_values
         100_000,
         32,
         128,
-        2,
+        3,
     )
+    assert config_for_mode("workshop").n_optim == 2
     assert (full.network, full.loss_function, full.double_dqn, full.tau) == (
         "course",
         "smooth_l1",

@@ -173,3 +173,30 @@ def test_the_storing_check_says_to_flatten_and_to_leave_out_the_pixels(context):
     keys = lambda buffer, b: buffer.extend(b.reshape(-1).select(*frames))  # noqa: E731
     with pytest.raises(exercises.CheckFailed, match=r"the buffer has no 'action'"):
         exercises.check_store_transitions(keys, batch, obs_norm)
+
+
+def test_a_gradient_step_that_does_not_clip_is_caught(context):
+    def no_clip(loss_module, optim, target_updater, sample, max_grad_norm):
+        loss = loss_module(sample)["loss"]
+        loss.backward()
+        norm = torch.nn.utils.clip_grad_norm_(loss_module.parameters(), float("inf"))
+        optim.step()
+        optim.zero_grad()
+        target_updater.step()
+        return loss.item(), norm.item()
+
+    with pytest.raises(
+        exercises.CheckFailed, match=r"with SGD and max_grad_norm=0.001, step 2.s \(loss"
+    ):
+        exercises.check_gradient_step(
+            no_clip, context["model"].actor, context["config"], context["sample"]
+        )
+
+
+def test_an_error_of_torch_is_shown_as_it_is_not_as_a_blank():
+    def one_minus_bool(reward, next_q, next_q_target, terminated, gamma):
+        return reward + gamma * (1 - terminated) * next_q_target.max(-1).values
+
+    with pytest.raises(NotImplementedError, match="Subtraction") as error:
+        exercises.check_td0_target(one_minus_bool)
+    assert not isinstance(error.value, exercises.CheckFailed)
