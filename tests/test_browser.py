@@ -269,10 +269,13 @@ def run_all_cells(page, timeout: float = RUN_TIMEOUT, while_running=None) -> Non
 
 
 def code_cell(page, source: str):
-    """The code cell whose source contains `source`."""
+    """The code cell whose source contains `source`, once JupyterLab has rendered it (a long
+    notebook's cells appear in the page a few at a time)."""
     cell = page.locator(".jp-CodeCell").filter(
         has=page.locator(".jp-InputArea-editor", has_text=source)
     )
+    with contextlib.suppress(Exception):  # the assertion below says what is missing
+        cell.first.wait_for(state="attached", timeout=UI_TIMEOUT * 1000)
     assert cell.count() == 1, f"{cell.count()} code cells contain {source!r}"
     return cell
 
