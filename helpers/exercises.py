@@ -159,16 +159,16 @@ def check_store_transitions(function: Callable, batch: TensorDictBase, obs_norm:
             f"after one batch of {list(batch.batch_size)} steps the buffer holds {len(buffer)} "
             f"items, expected {steps} transitions: flatten the batch (`batch.reshape(-1)`).",
         )
-    stored = buffer.storage[:]
+    stored = buffer.storage[:].keys(include_nested=True)
     for key in ("pixels", ("next", "pixels")):
-        if key in stored.keys(include_nested=True):
+        if key in stored:
             _fail(
                 name,
                 f"the buffer stores the float32 {key!r} (4 times the bytes of the uint8 frames): "
                 f"exclude it before extending; the transform rebuilds it when sampling.",
             )
     for key in (FRAMES_KEY, ("next", FRAMES_KEY), "action", ("next", "reward")):
-        if key not in stored.keys(include_nested=True):
+        if key not in stored:
             _fail(name, f"the buffer has no {key!r}: store every key but the float pixels.")
     sample = buffer.sample()
     flat = batch.reshape(-1)[sample["index"]]
@@ -197,7 +197,9 @@ def check_td0_target(function: Callable) -> None:
     passed(name)
 
 
-def _two_steps(step: Callable, actor: QValueActor, config: Config, sample, sgd: bool, clip: float):
+def _two_steps(
+    name: str, step: Callable, actor: QValueActor, config: Config, sample, sgd: bool, clip: float
+):
     """Two steps of `step` from a fixed state: what each returned, and the loss module after."""
     __tracebackhide__ = True
     torch.manual_seed(7)
@@ -209,7 +211,7 @@ def _two_steps(step: Callable, actor: QValueActor, config: Config, sample, sgd: 
     else:
         optim = make_optimizer(loss_module, config, torch.device("cpu"))
     args = (loss_module, optim, target_updater)
-    returned = [_call("one gradient step", step, *args, sample.clone(), clip) for _ in range(2)]
+    returned = [_call(name, step, *args, sample.clone(), clip) for _ in range(2)]
     return returned, loss_module
 
 
@@ -223,8 +225,8 @@ def check_gradient_step(function: Callable, actor: QValueActor, config: Config, 
     __tracebackhide__ = True
     name = "one gradient step"
     for sgd, clip in ((False, config.max_grad_norm), (True, 1e-3)):
-        got, mine = _two_steps(function, actor, config, sample, sgd, clip)
-        expected, reference = _two_steps(gradient_step, actor, config, sample, sgd, clip)
+        got, mine = _two_steps(name, function, actor, config, sample, sgd, clip)
+        expected, reference = _two_steps(name, gradient_step, actor, config, sample, sgd, clip)
         setting = f"with {'SGD' if sgd else 'Adam'} and max_grad_norm={clip:g}"
         for i, ((loss, norm), (ref_loss, ref_norm)) in enumerate(zip(got, expected)):
             if not isinstance(loss, float) or not isinstance(norm, float):

@@ -101,7 +101,8 @@ def context() -> dict:
     (here a random one, shaped as the replay buffer returns it), a collected batch and the
     normalization constants."""
     config = config_for_mode("smoke")
-    env = make_env(obs_norm={"loc": torch.zeros(4, 1, 1), "scale": torch.ones(4, 1, 1)}, seed=0)
+    obs_norm = {"loc": torch.zeros(4, 1, 1), "scale": torch.ones(4, 1, 1)}
+    env = make_env(obs_norm=obs_norm, seed=0)
     model = make_model(env, config)
     env.close()
     b = config.batch_size
@@ -114,7 +115,6 @@ def context() -> dict:
         },
         batch_size=[b],
     )
-    obs_norm = {"loc": torch.zeros(4, 1, 1), "scale": torch.ones(4, 1, 1)}
     envs = make_env(obs_norm=obs_norm, num_workers=2, seed=1)
     batch = envs.rollout(16, break_when_any_done=False)  # [workers, time], as collected
     envs.close()
