@@ -14,6 +14,7 @@ from torchrl.modules import QValueActor
 from helpers.checkpoints import (
     AGENT_FILE,
     CHECKPOINT_FILE,
+    MANIFEST,
     CheckpointError,
     load_checkpoint,
     load_params_into,
@@ -23,11 +24,13 @@ from helpers.checkpoints import (
 from helpers.config import Config
 from helpers.envs import make_env
 from helpers.models import make_actor
+from helpers.runs import COMMAND_FILE, CURVES_FILE, EVALUATION_FILE, LOG_FILE, RUN_FILE
 
 # What `load_agent` reports of the run that made a checkpoint.
 INFO_KEYS = ("target", "mode", "seed", "frames", "interrupted", "best_frames", "best_eval")
-# What `ship_run` copies from a run folder beside the agent (the evidence of how it was made).
-SHIPPED_RUN_FILES = ("run.json", "log.csv", "curves.png", "evaluation.json", "command.json")
+# What `ship_run` copies from a run folder beside the agent (the evidence of how it was made);
+# command.json too where there is one (a sweep's or a recorded run's).
+SHIPPED_RUN_FILES = (RUN_FILE, LOG_FILE, CURVES_FILE, EVALUATION_FILE)
 
 
 def kept_params(state: dict) -> dict[str, torch.Tensor]:
@@ -90,11 +93,18 @@ def ship_run(run_dir: str | Path, dest: str | Path) -> Path:
     missing = [name for name in SHIPPED_RUN_FILES if not (run_dir / name).is_file()]
     if missing:
         raise FileNotFoundError(f"{run_dir} is not a finished run: it lacks {', '.join(missing)}.")
+    names = [*SHIPPED_RUN_FILES, *([COMMAND_FILE] if (run_dir / COMMAND_FILE).is_file() else [])]
+    if dest.is_dir() and any(dest.iterdir()) and not (dest / MANIFEST).is_file():
+        raise ValueError(
+            f"{dest} holds files and no {MANIFEST}, so it is not a shipped agent's folder: "
+            "nothing was changed. Choose a new folder, or a shipped agent's to replace it."
+        )
     dest.mkdir(parents=True, exist_ok=True)
+    (dest / COMMAND_FILE).unlink(missing_ok=True)  # the replaced agent's, if this run has none
     agent = {k: state.get(k) for k in INFO_KEYS}
     agent.update(config=state["config"], obs_norm=state["obs_norm"])
     agent["params"] = kept_params(state)
     save_checkpoint(dest / AGENT_FILE, **agent)
-    for name in SHIPPED_RUN_FILES:
+    for name in names:
         shutil.copyfile(run_dir / name, dest / name)
     return write_manifest(dest)

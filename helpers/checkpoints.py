@@ -5,7 +5,6 @@ from __future__ import annotations
 import hashlib
 import os
 import pickle
-import zipfile
 from pathlib import Path
 
 import torch
@@ -154,9 +153,7 @@ def check_manifest(path: str | Path) -> None:
     manifest = path.parent / MANIFEST
     if not manifest.is_file():
         return
-    expected = dict(
-        reversed(line.split(maxsplit=1)) for line in manifest.read_text().splitlines() if line
-    )
+    expected = read_manifest(manifest)
     if path.name not in expected:
         raise CheckpointError(
             f"{path} is not listed in {manifest}: only the shipped files may sit there. "
@@ -164,9 +161,26 @@ def check_manifest(path: str | Path) -> None:
         )
     if sha256(path) != expected[path.name]:
         raise CheckpointError(
-            f"{path} has changed since it was shipped (its SHA-256 differs from {manifest}). "
-            f"Restore it with `git checkout -- {path}`."
+            f"{path} does not match its SHA-256 in {manifest}: one of the two has changed since "
+            f"it was shipped. Restore both with `git checkout -- {path.parent}`."
         )
+
+
+def read_manifest(manifest: Path) -> dict[str, str]:
+    """A SHA256SUMS file as {file name: hex digest}; `sha256sum -b`'s "*name" is read too."""
+    expected = {}
+    for number, line in enumerate(manifest.read_text(errors="replace").splitlines(), 1):
+        digest, _, name = line.partition(" ")
+        name = name.lstrip(" ").removeprefix("*")
+        if not line.strip():
+            continue
+        if len(digest) != 64 or any(c not in "0123456789abcdef" for c in digest) or not name:
+            raise CheckpointError(
+                f"{manifest}, line {number}, is not a SHA-256 line (HEX  NAME). Restore the "
+                f"file with `git checkout -- {manifest}`."
+            )
+        expected[name] = digest
+    return expected
 
 
 def load_checkpoint(path: str | Path) -> dict:
@@ -185,15 +199,16 @@ def load_checkpoint(path: str | Path) -> dict:
     check_manifest(path)
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
-    except (pickle.UnpicklingError, zipfile.BadZipFile, RuntimeError, EOFError, OSError) as err:
-        if "Unsupported global" in str(err):  # a pickle of objects that could run code
+    except Exception as err:  # an unpickler fed any bytes fails in many ways
+        if "unsupported global" in str(err).lower():  # a pickle of objects that could run code
             raise CheckpointError(
                 f"{path} holds Python objects, not only tensors and numbers: refused. Course "
                 "checkpoints load with weights_only=True, which cannot run code; do not load "
                 "this file any other way unless you trust where it came from."
             ) from None
         # torch's text for unpickling errors advises weights_only=False: leave it out.
-        detail = "" if isinstance(err, pickle.UnpicklingError) else f": {err}"
+        detail = "" if isinstance(err, (pickle.UnpicklingError, KeyError)) else f": {err}"
+        detail = detail.splitlines()[0] if detail else ""
         raise CheckpointError(
             f"{path} is not a readable checkpoint (truncated, corrupt or not a torch file){detail}"
         ) from None

@@ -15,14 +15,17 @@ from helpers.losses import TARGETS
 
 def _train(args: argparse.Namespace) -> int:
     from helpers.config import config_for_mode, get_mode
+    from helpers.runs import saved_buffer_size
     from helpers.training import train
 
     mode = get_mode(args.mode)
     config = config_for_mode(mode, preset=args.preset)
     if args.frames is not None:
-        config = config.replace(
-            total_frames=args.frames, buffer_size=min(config.buffer_size, args.frames)
-        )
+        config = config.replace(total_frames=args.frames)
+        if not args.resume:  # (a resumed run keeps its replay memory, and so its size)
+            config = config.replace(buffer_size=min(config.buffer_size, args.frames))
+    if args.resume:
+        config = config.replace(buffer_size=saved_buffer_size(args.out, config.buffer_size))
     config = config.with_settings(args.set)
     result = train(
         args.target,

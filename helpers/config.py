@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import math
 import os
 from dataclasses import dataclass
 
@@ -14,9 +15,10 @@ MODE_VARIABLE = "DQN_COURSE_MODE"
 # The values `Config` accepts.
 _POSITIVE = ("total_frames", "frames_per_batch", "batch_size", "buffer_size", "lr", "chunk_length")
 _POSITIVE += ("num_workers", "num_collectors", "eval_every", "eval_episodes", "eval_max_steps")
-_POSITIVE += ("norm_init_iter",)
-_COUNTS = ("n_optim", "init_random_frames", "eps_frames", "final_episodes")
+_POSITIVE += ("norm_init_iter", "n_optim", "max_grad_norm")
+_COUNTS = ("init_random_frames", "eps_frames", "final_episodes")
 _RATES = ("gamma", "lmbda", "tau", "eps_init", "eps_end")
+LOSS_FUNCTIONS = ("smooth_l1", "l2")  # Huber, squared error (networks and pipelines: their modules)
 _RANGES = (
     (_POSITIVE, "positive", lambda v: v > 0),
     (_COUNTS, "0 or more", lambda v: v >= 0),
@@ -90,6 +92,25 @@ class Config:
                 value = getattr(self, name)
                 if not ok(value):
                     raise ValueError(f"Setting {name} must be {allowed}, got {value}.")
+        for name in ("lr", "max_grad_norm"):
+            if not math.isfinite(getattr(self, name)):
+                raise ValueError(
+                    f"Setting {name} must be a finite number, got {getattr(self, name)}."
+                )
+        if not all(0 <= b < 1 for b in self.betas):
+            raise ValueError(
+                f"Setting betas must be two numbers from 0 to below 1, got {self.betas}."
+            )
+        if self.loss_function not in LOSS_FUNCTIONS:
+            raise ValueError(
+                f"Setting loss_function = {self.loss_function!r} is not one of "
+                f"{', '.join(LOSS_FUNCTIONS)}."
+            )
+        if self.eps_init < self.eps_end:
+            raise ValueError(
+                f"Setting eps_init ({self.eps_init}) is below eps_end ({self.eps_end}): epsilon "
+                "anneals down, so eps_init must be the larger."
+            )
 
     def replace(self, **changes: object) -> Config:
         """Return a copy with some fields changed (unknown names raise TypeError)."""

@@ -26,6 +26,7 @@ from helpers.runs import EVALUATION_FILE
 MAX_STEPS = 500  # CartPole-v1 truncates episodes at 500 steps
 EVAL_SEED = 100_000  # first seed of the evaluations during training
 TEST_SEED = 200_000  # first seed of the final evaluation (and of `evaluate`)
+MAX_EPISODE_SEED = 2**32 - 1  # numpy's seeds, which gymnasium's environments take
 
 
 def play_episode(
@@ -92,6 +93,15 @@ def evaluate_checkpoint(
     """
     if episodes < 1:
         raise ValueError(f"--episodes must be at least 1, got {episodes}.")
+    if not 0 <= seed <= MAX_EPISODE_SEED - episodes:
+        raise ValueError(
+            f"--seed must be between 0 and {MAX_EPISODE_SEED - episodes:,} for {episodes} "
+            f"episodes, got {seed}."
+        )
+    if workers is not None and workers < 1:
+        raise ValueError(f"--workers must be at least 1, got {workers}.")
+    if max_steps < 1:
+        raise ValueError(f"--max-steps must be at least 1, got {max_steps}.")
     agent = load_agent(path)  # a bad file says so here, once, not in every worker
     seeds = list(range(seed, seed + episodes))
     workers = min(workers or min(os.cpu_count() or 1, 8), episodes)

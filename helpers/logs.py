@@ -30,7 +30,7 @@ class CsvLog:
 
     def __init__(self, path: str | Path, keep: int = 0) -> None:
         self.path = Path(path)
-        self.rows: list[dict] = read_log(self.path)[:keep] if keep else []
+        self.rows: list[dict] = read_log(self.path, limit=keep) if keep else []
         tmp = self.path.with_name(self.path.name + ".tmp")
         with tmp.open("w", newline="") as f:
             csv.writer(f).writerow(LOG_COLUMNS)
@@ -55,16 +55,30 @@ def _fmt(value: object) -> str:
     return f"{value:.6g}" if isinstance(value, float) else str(value)
 
 
-def read_log(path: str | Path) -> list[dict]:
-    """Read a log written by CsvLog: a list of rows, empty cells as NaN."""
+def read_log(path: str | Path, limit: int | None = None) -> list[dict]:
+    """Read a log written by CsvLog: a list of rows, empty cells as NaN (the first `limit` rows
+    only, when given: what comes after them is not read)."""
     path = Path(path)
     if not path.exists():
         raise FileNotFoundError(f"No training log at {path}: run the training first.")
+    rows = []
     with path.open(newline="") as f:
-        return [
-            {k: float(v) if v != "" else math.nan for k, v in row.items()}
-            for row in csv.DictReader(f)
-        ]
+        reader = csv.DictReader(f)
+        if reader.fieldnames is None or not {"batch", "frames"} <= set(reader.fieldnames):
+            raise ValueError(f"{path} is not a training log (no header of log columns).")
+        for row in reader:
+            if limit is not None and len(rows) == limit:
+                break
+            try:
+                if None in row or None in row.values():
+                    raise ValueError("a row of the wrong length")
+                rows.append({k: float(v) if v != "" else math.nan for k, v in row.items()})
+            except ValueError:
+                raise ValueError(
+                    f"{path}, line {reader.line_num}, is not a log row (cut short or edited): "
+                    "restore the log, or start the run again with --overwrite."
+                ) from None
+    return rows
 
 
 def column(rows: list[dict], name: str, where: str | None = None) -> list[float]:

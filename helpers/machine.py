@@ -63,7 +63,14 @@ def output_dir(*parts: str) -> Path:
         repo = Path(__file__).resolve().parent.parent
         base = repo / "outputs" if (repo / "pyproject.toml").exists() else Path("outputs")
     path = base.joinpath(*parts)
-    path.mkdir(parents=True, exist_ok=True)
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+    except OSError as err:
+        where = f"${OUTPUT_VARIABLE} ({root})" if root else str(base)
+        raise ValueError(
+            f"Cannot make the outputs folder {path} ({err.strerror}): point {where} at a "
+            "folder you can write to, or unset it."
+        ) from None
     return path
 
 

@@ -22,7 +22,13 @@ from helpers.config import Config
 from helpers.envs import check_pipeline
 from helpers.frame_replay import FrameReplay, min_capacity
 from helpers.normalization import make_normalizer
-from helpers.replay_files import ReplayFilesError, remove_replay
+from helpers.replay_files import (
+    ReplayDiskError,
+    ReplayFilesError,
+    no_room,
+    remove_replay,
+    ring_nbytes,
+)
 
 SCRATCH_PREFIX = ".replay-"
 
@@ -111,12 +117,7 @@ def make_replay_buffer(
         return NaiveReplay(config, target, folder)
     if obs_norm is None:
         raise ValueError("The compact replay memory needs the normalization constants.")
-    row = config.frames_per_batch // config.num_workers
-    if config.buffer_size < min_capacity(row):  # say so now, not once the collectors run
-        raise ValueError(
-            f"buffer_size ({config.buffer_size}) is too small for rows of {row} steps: "
-            f"give it at least {min_capacity(row)} frames."
-        )
+    check_replay_settings(config, target)
     return FrameReplay(
         config.buffer_size,
         config.batch_size,
@@ -125,6 +126,34 @@ def make_replay_buffer(
         chunk=None if target == "td0" else chunk_length(config),
         saved=saved,
     )
+
+
+def check_replay_settings(config: Config, target: str) -> None:
+    """Refuse, before anything is written, settings that the replay memory cannot hold."""
+    if config.frames_per_batch % config.num_workers:
+        raise ValueError(
+            f"frames_per_batch ({config.frames_per_batch}) must be a multiple of "
+            f"num_workers ({config.num_workers})."
+        )
+    if target == "td-lambda":
+        chunk_length(config)
+    row = config.frames_per_batch // config.num_workers
+    if config.pipeline == "course" and config.buffer_size < min_capacity(row):
+        raise ValueError(
+            f"buffer_size ({config.buffer_size}) is too small for rows of {row} steps: "
+            f"give it at least {min_capacity(row)} frames."
+        )
+
+
+def check_free_space(config: Config, target: str, out_dir: Path) -> None:
+    """Refuse, before anything is written, a run whose compact replay memory would not fit on
+    the disk of `out_dir` (with 50 MB for its checkpoints and logs)."""
+    if config.pipeline != "course":
+        return
+    chunk = None if target == "td0" else config.chunk_length
+    why = no_room(ring_nbytes(config.buffer_size, chunk) + 50_000_000, out_dir)
+    if why:
+        raise ReplayDiskError(why)
 
 
 def open_replay(

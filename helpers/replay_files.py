@@ -14,6 +14,7 @@ it (the resumed run's collectors start new episodes): they are closed.
 from __future__ import annotations
 
 import math
+import os
 import shutil
 from pathlib import Path
 
@@ -37,6 +38,41 @@ class ReplayFilesError(ValueError):
     """Replay files that cannot be reopened as the memory a checkpoint describes."""
 
 
+class ReplayDiskError(OSError):
+    """A disk without room for a new replay memory's files."""
+
+
+def ring_files(capacity: int, chunk: int | None) -> dict[str, tuple[tuple, torch.dtype]]:
+    """The memory's files: name -> (shape, dtype)."""
+    files = {name: ((capacity,), dtype) for name, dtype in SLOT_FIELDS.items()}
+    files["frame"] = (capacity, FRAME_SIZE, FRAME_SIZE), torch.uint8
+    files["marks"] = (2,), torch.int64
+    if chunk is not None:
+        files["chunks"] = (capacity // chunk, chunk), torch.int32
+    return files
+
+
+def ring_nbytes(capacity: int, chunk: int | None) -> int:
+    """Bytes on disk of a memory of `capacity` frames (what `open_ring` reserves)."""
+    return sum(
+        math.prod(shape) * dtype.itemsize for shape, dtype in ring_files(capacity, chunk).values()
+    )
+
+
+def no_room(needed: int, folder: Path) -> str | None:
+    """Why `needed` bytes do not fit on the disk of `folder` (or of its nearest existing
+    parent), or None when they do."""
+    existing = next((p for p in (folder, *folder.parents) if p.is_dir()), Path("/"))
+    free = shutil.disk_usage(existing).free
+    if needed <= free:
+        return None
+    return (
+        f"The replay memory needs {needed / 1e6:,.1f} MB in {folder} and its disk has "
+        f"{free / 1e6:,.1f} MB free: lower buffer_size (--set buffer_size=N), free some space, "
+        "or choose an --out folder on another disk."
+    )
+
+
 def open_ring(
     folder: Path, capacity: int, chunk: int | None, saved: dict | None = None
 ) -> tuple[TensorDict, torch.Tensor | None, torch.Tensor]:
@@ -50,12 +86,10 @@ def open_ring(
             f"The replay memory in {folder} holds {saved['capacity']} frames in chunks of "
             f"{saved['chunk']}, not {capacity} in chunks of {chunk}."
         )
-    files = {name: ((capacity,), dtype) for name, dtype in SLOT_FIELDS.items()}
-    files["frame"] = (capacity, FRAME_SIZE, FRAME_SIZE), torch.uint8
-    files["marks"] = (2,), torch.int64
-    if chunk is not None:
-        files["chunks"] = (capacity // chunk, chunk), torch.int32
+    files = ring_files(capacity, chunk)
     folder.mkdir(parents=True, exist_ok=True)
+    if not reopen:
+        _reserve(folder, files)
     maps = {
         name: _memmap(folder / f"{name}.memmap", shape, dtype, reopen)
         for name, (shape, dtype) in files.items()
@@ -67,10 +101,28 @@ def open_ring(
     return TensorDict(maps, batch_size=[capacity]), chunks, marks
 
 
+def _reserve(folder: Path, files: dict) -> None:
+    """Allocate the new files' blocks now: memory-mapped pages of a sparse file are only given
+    disk space when first written, and a full disk then kills the process (SIGBUS)."""
+    try:
+        for name, (shape, dtype) in files.items():
+            fd = os.open(folder / f"{name}.memmap", os.O_RDWR | os.O_CREAT, 0o644)
+            try:
+                os.posix_fallocate(fd, 0, max(1, math.prod(shape) * dtype.itemsize))
+            finally:
+                os.close(fd)
+    except OSError as err:
+        remove_replay(folder)
+        needed = sum(math.prod(shape) * dtype.itemsize for shape, dtype in files.values())
+        raise ReplayDiskError(
+            no_room(needed, folder) or f"Cannot reserve the replay memory in {folder}: {err}"
+        ) from None
+
+
 def _memmap(path: Path, shape: tuple, dtype: torch.dtype, reopen: bool) -> MemoryMappedTensor:
     """A memory-mapped tensor in `path`: a new one, or the one already there (`reopen`)."""
-    if not reopen:
-        return MemoryMappedTensor.empty(shape, dtype=dtype, filename=path)
+    if not reopen:  # (the file `_reserve` made, whole)
+        return MemoryMappedTensor.from_filename(path, dtype, torch.Size(shape))
     size = math.prod(shape) * dtype.itemsize
     if not path.is_file() or path.stat().st_size != size:
         raise ReplayFilesError(

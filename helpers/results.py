@@ -8,7 +8,6 @@ hand: the table is read from those files.
 
 from __future__ import annotations
 
-import json
 import statistics
 from pathlib import Path
 
@@ -18,9 +17,9 @@ from matplotlib.axes import Axes
 from helpers.config import PRESETS
 from helpers.logs import column, read_log
 from helpers.plots import RANDOM_POLICY_STEPS
+from helpers.runs import COMMAND_FILE, EVALUATION_FILE, LOG_FILE, RUN_FILE, read_json
 
 RESULTS_DIR = Path(__file__).resolve().parent.parent / "results" / "runs"
-COMMAND_FILE = "command.json"  # {"command", "rc", "wall_seconds", "started"}
 THRESHOLDS = (195, 490)  # evaluation means whose first crossing the table reports
 
 
@@ -33,10 +32,10 @@ def preset_of(config: dict) -> str:
 def load_run(folder: str | Path) -> dict:
     """One run's facts: settings, final evaluation, wall time and when it first crossed THRESHOLDS."""
     folder = Path(folder)
-    run = json.loads((folder / "run.json").read_text())
-    rows = read_log(folder / "log.csv")
-    evaluation = json.loads((folder / "evaluation.json").read_text())
-    command = json.loads((folder / COMMAND_FILE).read_text())
+    run = read_json(folder / RUN_FILE)
+    rows = read_log(folder / LOG_FILE)
+    evaluation = read_json(folder / EVALUATION_FILE)
+    command = read_json(folder / COMMAND_FILE)
     frames, means = column(rows, "frames", "eval_mean"), column(rows, "eval_mean", "eval_mean")
     seconds = column(rows, "seconds", "eval_mean")
     result = {

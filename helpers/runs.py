@@ -1,7 +1,10 @@
 """A run folder: its files, one run at a time, and starting, replacing or resuming a run safely.
 
-A folder holds a run once the run has saved its first checkpoint. Until then nothing that was
-there before is lost: `--overwrite` sets the old run aside in `previous.pending/` and makes it
+A folder holds a run once the run has saved its first checkpoint. The course marks the folders it
+writes runs in (`MARKER_FILE`) and never deletes or replaces a file in a folder it did not mark:
+a folder that holds files with a run's names, recorded results (`command.json`) or a shipped
+agent (`SHA256SUMS`) is refused unless `--overwrite` sets them aside. Until the new run's first
+checkpoint nothing that was there before is lost: `--overwrite` sets the old run aside in `previous.pending/` and makes it
 `previous/` only when the new run's first checkpoint is on disk; a run that fails (or is
 killed) before that point gives the folder back as it found it, at the latest when the next
 run starts there.
@@ -13,11 +16,13 @@ import fcntl
 import json
 import os
 import shutil
+import stat
 import time
 from pathlib import Path
 
-from helpers.checkpoints import CHECKPOINT_FILE, load_checkpoint
+from helpers.checkpoints import AGENT_FILE, CHECKPOINT_FILE, MANIFEST, load_checkpoint
 from helpers.config import Config
+from helpers.logs import read_log
 
 RUN_FILE, LOG_FILE, CURVES_FILE, EVALUATION_FILE = (
     "run.json",
@@ -27,6 +32,10 @@ RUN_FILE, LOG_FILE, CURVES_FILE, EVALUATION_FILE = (
 )
 REPLAY_DIR = "replay"  # the replay memory of a run that stopped early, for --resume
 RUN_FILES = (RUN_FILE, LOG_FILE, CHECKPOINT_FILE, CURVES_FILE, EVALUATION_FILE, REPLAY_DIR)
+MARKER_FILE = ".course-run"  # written by the course in every folder it trains a run in
+COMMAND_FILE = "command.json"  # a recorded run's exact command, exit code and wall time
+# Files a recorded run or a shipped agent holds besides the run's: --overwrite sets them aside too.
+RECORD_FILES = (COMMAND_FILE, MANIFEST, AGENT_FILE)
 PREVIOUS_DIR = "previous"  # where --overwrite keeps the run it replaced
 PENDING_DIR = "previous.pending"  # ... until the new run has saved its first checkpoint
 LOCK_FILE = ".lock"  # held (flock) by the run using the folder; the kernel frees it on any exit
@@ -86,16 +95,21 @@ class RunFolder:
             ) from None
         os.ftruncate(self._fd, 0)
         os.pwrite(self._fd, f"{os.getpid()}\n".encode(), 0)
-        self._recover()
+        if self.owned():
+            self._recover()
         return self
 
     def __exit__(self, exc_type, *exc: object) -> None:
         try:
-            if not self._kept:
+            if not self._kept and self.owned():
                 self._recover()  # this run saved no checkpoint: give the folder back as it was
         finally:
             os.close(self._fd)
             self._fd = None
+
+    def owned(self) -> bool:
+        """The course wrote a run here (its marker is there): only then does it delete files."""
+        return (self.path / MARKER_FILE).is_file()
 
     def holds_run(self) -> bool:
         """A run lives here once it has a checkpoint (run.json alone is a start that failed)."""
@@ -108,10 +122,10 @@ class RunFolder:
         if self.holds_run():
             self._promote_pending()
             return
-        for name in RUN_FILES:
+        for name in (*RUN_FILES, MARKER_FILE):
             _remove(self.path / name)
         pending = self.path / PENDING_DIR
-        if pending.exists():
+        if pending.exists():  # (with the old folder's marker, if it had one)
             for item in pending.iterdir():
                 os.replace(item, self.path / item.name)
             pending.rmdir()
@@ -129,24 +143,82 @@ class RunFolder:
                     f"pipeline; cannot resume it as {asked[0]} in {asked[1]} mode with the "
                     f"{asked[2]} pipeline."
                 )
+            changed = changed_settings(state["config"], run["config"])
+            if changed:
+                raise RunFolderError(
+                    f"--resume goes on with the settings {self.path} was trained with, and these "
+                    f"differ: {'; '.join(changed)}. Nothing was changed. Give the run's own "
+                    f"settings (its {RUN_FILE}), or start a new run in another --out folder."
+                )
+            self._check_log(state["batches"])
+            self._check_replay(state)
+            (self.path / MARKER_FILE).touch()  # (a run of an earlier version of the course)
             self._kept = True
             return state
-        if self.holds_run():
+        if self.holds_run() and self.owned():
             if not overwrite:
-                old = json.loads(run_file.read_text()) if run_file.exists() else {}
+                old = _read_run(run_file)
                 kind = "a different run" if old != run else "this run already"
                 raise RunFolderError(
                     f"{self.path} holds {kind} ({old.get('target')}, {old.get('mode')} mode, "
                     f"seed {old.get('seed')}). Nothing was changed. Pass --resume to continue "
                     "it, --overwrite to replace it, or choose another --out folder."
                 )
+        found = [n for n in (*RUN_FILES, *RECORD_FILES) if (self.path / n).exists()]
+        if not self.owned() and found and not overwrite:
+            records = [n for n in found if n in RECORD_FILES]
+            what = (
+                "a shipped agent"
+                if MANIFEST in records
+                else "a recorded run"
+                if records
+                else "files that no run of the course wrote"
+            )
+            raise RunFolderError(
+                f"{self.path} holds {what} ({', '.join(found)}). Nothing was changed. Choose "
+                "another --out folder, or pass --overwrite to move them to "
+                f"{self.path / PREVIOUS_DIR}."
+            )
+        if found and (self.holds_run() or not self.owned()):
+            old = _read_run(run_file)
+            what = f"the {old.get('target')} run (seed {old.get('seed')})" if old else "the files"
+            print(
+                f"Replacing {what} in {self.path}: it moves to {self.path / PREVIOUS_DIR} once "
+                "the new run saves its first checkpoint. To continue it instead: resume=True "
+                "(--resume)."
+            )
             pending = self.path / PENDING_DIR
             pending.mkdir()
-            for name in RUN_FILES:
+            for name in (*found, MARKER_FILE):
                 if (self.path / name).exists():
                     os.replace(self.path / name, pending / name)
+        (self.path / MARKER_FILE).write_text("A run folder of the pixel-DQN course.\n")
         run_file.write_text(json.dumps(run, indent=1))
         return None
+
+    def _check_log(self, batches: int) -> None:
+        """Refuse a log that lacks rows the checkpoint counts (rows after them are dropped)."""
+        path = self.path / LOG_FILE
+        rows = read_log(path, limit=batches)
+        if [int(row["batch"]) for row in rows] != list(range(batches)):
+            raise RunFolderError(
+                f"{path} holds {len(rows)} rows where its checkpoint counts {batches} batches in "
+                "order (rows are missing or were edited). Nothing was changed. Restore the log, "
+                "or start the run again with --overwrite."
+            )
+
+    def _check_replay(self, state: dict) -> None:
+        """Refuse a kept replay memory that cannot be written to (the resumed run writes on)."""
+        replay = self.path / REPLAY_DIR
+        if state.get("replay") is None or not replay.is_dir():
+            return
+        for path in (replay, *replay.iterdir()):
+            if not (os.access(path, os.W_OK) and path.stat().st_mode & stat.S_IWUSR):
+                raise RunFolderError(
+                    f"{path} is read-only. Nothing was changed. Make it writable (chmod -R u+w "
+                    f"{replay}) to resume with the run's replay memory, or delete {replay} to "
+                    "resume with an empty one."
+                )
 
     def resuming(self, run: dict) -> None:
         """A resumed run is about to train: its new description (total_frames) replaces the
@@ -169,6 +241,50 @@ class RunFolder:
             _remove(previous)
             os.replace(pending, previous)
             print(f"The run that was in {self.path} is now in {previous}.")
+
+
+def _read_run(path: Path) -> dict:
+    """A folder's run.json, or {} where it is missing or unreadable."""
+    try:
+        return read_json(path)
+    except (OSError, ValueError):
+        return {}
+
+
+def read_json(path: Path) -> dict:
+    """One of a run's JSON files, refused in one line that names it where it is not a JSON object."""
+    try:
+        value = json.loads(path.read_text())
+    except UnicodeDecodeError as err:
+        value = err
+    except json.JSONDecodeError as err:
+        value = err
+    if not isinstance(value, dict):
+        raise ValueError(
+            f"{path} is not the JSON object the course wrote ({value}): restore it from where "
+            "it came from (git checkout, a copy), or train the run again."
+        )
+    return value
+
+
+def saved_buffer_size(folder: str | Path, default: int) -> int:
+    """The replay memory size of the run in `folder` (its run.json), which `--resume` keeps."""
+    size = _read_run(Path(folder) / RUN_FILE).get("config", {}).get("buffer_size")
+    return size if isinstance(size, int) and size > 0 else default
+
+
+def changed_settings(saved: dict, asked: dict) -> list[str]:
+    """The settings `asked` (as `Config.to_dict`) that differ from a checkpoint's `saved` ones,
+    besides total_frames (the one a resumed run may change): "name saved -> asked"."""
+    return [
+        f"{name} {saved[name]!r} -> {asked[name]!r}"
+        for name in asked
+        if name != "total_frames" and name in saved and _json(saved[name]) != _json(asked[name])
+    ]
+
+
+def _json(value: object) -> object:
+    return json.loads(json.dumps(value))
 
 
 def wait_until_free(folder: Path, timeout: float) -> None:

@@ -69,6 +69,10 @@ def plan_sweep(targets: list[str], seeds: list[int], grid: list[str]) -> list[Sw
     for seed in seeds:
         if not 0 <= seed <= MAX_SEED:
             raise ValueError(f"--seeds must be between 0 and {MAX_SEED:,}, got {seed}.")
+    for name, values in (("--seeds", seeds), ("--targets", targets)):
+        twice = sorted({str(v) for v in values if values.count(v) > 1})
+        if twice:
+            raise ValueError(f"{name} names {', '.join(twice)} more than once: list each once.")
     axes = []
     for entry in grid:
         name, sep, values = entry.partition("=")
@@ -159,6 +163,10 @@ def sweep(
     """Train every run of the sweep on Ray, then write its summary; return how many runs are
     complete, out of how many, and whether the sweep was interrupted."""
     mode = get_mode(mode)
+    if cpus_per_run < 1 or (parallel is not None and parallel < 1):
+        raise ValueError(
+            f"--parallel and --cpus-per-run must be at least 1, got {parallel} and {cpus_per_run}."
+        )
     plan = plan_sweep(targets, seeds, grid or [])
     for combo in {run.settings for run in plan}:  # bad settings: one line now, not N failed runs
         config_for_mode(mode).with_settings(list(combo))

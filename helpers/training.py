@@ -33,7 +33,7 @@ from helpers.machine import get_device
 from helpers.models import make_model
 from helpers.normalization import compute_norm_constants
 from helpers.plots import LiveCurve, in_notebook, plot_training, progress_postfix
-from helpers.replay import open_replay
+from helpers.replay import check_free_space, check_replay_settings, open_replay
 from helpers.replay_files import remove_replay
 from helpers.runs import (
     CURVES_FILE,
@@ -115,17 +115,19 @@ def train(
     mode = get_mode(mode)
     config = config or config_for_mode(mode)
     check_run_arguments(config, seed)
+    check_replay_settings(config, target)
     device = get_device(device)
+    if not str(out_dir).strip():
+        raise ValueError("The run folder (--out) is empty: name the folder to write the run in.")
     out_dir = Path(out_dir)
     # As run.json stores it (JSON types), so that the folder's run and this one compare equal.
     run = json.loads(
         json.dumps({"target": target, "mode": mode, "seed": seed, "config": config.to_dict()})
     )
     with RunFolder(out_dir) as folder:
+        if not resume:  # (before anything is written or set aside)
+            check_free_space(config, target, out_dir)
         state = folder.start(run, resume, overwrite)
-        if state is not None:  # its replay memory, kept with the run, keeps its size
-            config = config.replace(buffer_size=state["config"]["buffer_size"])
-            run["config"]["buffer_size"] = config.buffer_size
         return _train(folder, run, state, config, device, obs_norm, live_plot, progress)
 
 
@@ -213,6 +215,7 @@ def _train(
     with StopOnInterrupt() as stop:
         try:
             collector = make_collector(config, model.policy_explore, obs_norm, remaining, device)
+            stop.watch([p for p in worker_processes() if p.pid not in workers_before])
             collector.set_seed(seed)
             for data in collector:
                 with stop.deferred():  # a second interrupt waits for the batch's updates
@@ -256,6 +259,11 @@ def _train(
             finished = not stop.requested
         except KeyboardInterrupt:
             stop.requested = True
+        except RuntimeError:
+            died = stop.dead_worker()
+            if died is None:
+                raise
+            raise died from None
         finally:
             stop.shield()
             if log.rows:  # the log is what the checkpoint must agree with, whenever it stopped
@@ -263,10 +271,10 @@ def _train(
             if stop.requested:
                 print(f"Interrupted after {counters['frames']} frames: saving what ran so far.")
             bar.close()
-            if collector is not None:
-                collector.shutdown()
+            if collector is not None and not stop.worker_died:
+                collector.shutdown()  # (which would wait forever for a dead worker)
             eval_env.close()
-            stop_workers(keep=workers_before)
+            stop_workers(keep=workers_before, timeout=0 if stop.worker_died else 10)
             if counters["batches"] > (state["batches"] if state is not None else 0):
                 checkpoint(finished)  # (a start that failed before its first batch saves nothing)
             if finished or replay.state_dict() is None:

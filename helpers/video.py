@@ -35,6 +35,18 @@ def check_video_path(path: str | Path) -> Path:
         raise FileNotFoundError(
             f"Cannot write {path}: the folder {path.parent} does not exist (create it first)."
         )
+    if path.exists() and not path.is_file():
+        raise ValueError(f"Cannot write {path}: it is not a regular file. Choose another name.")
+    existed = path.exists()
+    try:
+        with path.open("ab"):
+            pass
+    except OSError as err:
+        raise ValueError(
+            f"Cannot write {path} ({err.strerror}): choose a file in a folder you can write to."
+        ) from None
+    if not existed:
+        path.unlink()
     return path
 
 
@@ -69,6 +81,8 @@ def record_video(
     check_video_path(out)  # before the episode is played, not after
     if max_steps < 1:
         raise ValueError(f"--max-steps must be at least 1, got {max_steps}.")
+    if fps < 1:
+        raise ValueError(f"--fps must be at least 1, got {fps}.")
     agent = load_agent(checkpoint)
     env = keep_raw_frames(agent.make_env())
     try:

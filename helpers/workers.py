@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import signal
 import threading
 import time
@@ -40,10 +41,12 @@ def stop_workers(keep: set[int] = frozenset(), timeout: float = 10.0) -> list[in
         The pids that had to be terminated or killed.
     """
     deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
+    while True:
         left = [p for p in worker_processes() if p.pid not in keep]
         if not left:
             return []
+        if time.monotonic() >= deadline:
+            break
         time.sleep(0.1)
     for process in left:
         process.terminate()
@@ -53,22 +56,36 @@ def stop_workers(keep: set[int] = frozenset(), timeout: float = 10.0) -> list[in
     return [p.pid for p in left]
 
 
-class StopOnInterrupt:
-    """Turn the first Ctrl+C, the notebook's stop button or SIGTERM (`kill PID`, `timeout`,
-    `docker stop`) into a polite request to stop.
+class WorkerDiedError(ChildProcessError):
+    """A collector's worker process ended while the run still needed it."""
 
-    Inside the block, SIGINT or SIGTERM sets `requested` instead of raising KeyboardInterrupt wherever the
-    code happens to be (which can leave a collector or a functional call half done); the loop
-    checks `requested` between batches. A second interrupt raises KeyboardInterrupt at once,
-    or, inside a `deferred()` block (a gradient step, a weight update), as that block ends.
+
+class StopOnInterrupt:
+    """Turn the first Ctrl+C, the notebook's stop button, SIGTERM (`kill PID`, `timeout`) or
+    SIGHUP (a closed terminal or SSH session) into a polite request to stop.
+
+    Inside the block, these signals set `requested` instead of raising KeyboardInterrupt
+    wherever the code happens to be (which can leave a collector or a functional call half
+    done); the loop checks `requested` between batches. A second interrupt raises
+    KeyboardInterrupt at once or, inside a `deferred()` block (a gradient step, a weight
+    update), as that block ends, or after `GRACE` seconds if the block is waiting (on a worker
+    that no longer answers, say). `watch` raises `WorkerDiedError` in the main thread within a
+    second of a worker's death, wherever it waits.
     """
 
-    SIGNALS = (signal.SIGINT, signal.SIGTERM)
+    SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
+    WAKE = signal.SIGUSR1  # sent to the main thread to raise what `_wake` was given
+    GRACE = 3.0  # seconds a second interrupt waits for a deferred block to end
+    POLL = 0.5  # seconds between two looks at the watched workers
 
     def __init__(self) -> None:
         self.requested = False
         self.saving = False
+        self.worker_died = False
         self._deferring = self._pending = False
+        self._raise: BaseException | None = None
+        self._watched: list[psutil.Process] = []
+        self._done = threading.Event()
         self._previous: dict = {}
 
     @contextmanager
@@ -88,26 +105,103 @@ class StopOnInterrupt:
         """From now on interrupts only say that the run is stopping: the caller is saving
         its state, which an exception halfway through would leave inconsistent."""
         self.saving = True
+        self._done.set()
+
+    def watch(self, processes: list[psutil.Process]) -> None:
+        """Raise WorkerDiedError in the main thread as soon as one of `processes` ends (until
+        `shield`): a collector waits forever for a worker that was killed."""
+
+        self._watched = processes
+
+        def look() -> None:
+            while not self._done.wait(self.POLL):
+                error = self.dead_worker()
+                if error is not None:
+                    self._wake(error)
+                    return
+
+        threading.Thread(target=look, daemon=True, name="watch-workers").start()
+
+    def dead_worker(self) -> WorkerDiedError | None:
+        """The error to raise if a watched worker has ended (torchrl raises its own, with a
+        traceback, when it notices first)."""
+        dead = next((p for p in self._watched if not _alive(p)), None)
+        if dead is None:
+            return None
+        self.worker_died = True
+        return WorkerDiedError(
+            f"The collector's worker process (pid {dead.pid}) ended while the run needed it "
+            "(killed, or out of memory?). The run stopped with its log and checkpoint kept: "
+            "--resume goes on from there."
+        )
+
+    def _wake(self, error: BaseException) -> None:
+        """Have the main thread raise `error` (a signal interrupts even a blocking read)."""
+        if not self.saving:
+            self._raise = error
+            signal.pthread_kill(threading.main_thread().ident, self.WAKE)
+
+    def _on_wake(self, signum, frame) -> None:
+        error, self._raise = self._raise, None
+        if error is not None and not self.saving:
+            raise error
+
+    def _still_waiting(self) -> None:
+        if self._deferring and self._pending:
+            self._wake(KeyboardInterrupt())
 
     def _handler(self, signum, frame) -> None:
+        if signum == signal.SIGHUP:
+            _detach_terminal()
         if self.saving:
-            print("\nStopping: saving the checkpoint and stopping the workers first.")
+            _say("\nStopping: saving the checkpoint and stopping the workers first.")
             return
         if self.requested:
-            if self._deferring:
+            if self._deferring and not self._pending:
                 self._pending = True
+                timer = threading.Timer(self.GRACE, self._still_waiting)
+                timer.daemon = True
+                timer.start()
                 return
             raise KeyboardInterrupt
         self.requested = True
-        print("\nInterrupt received: stopping after this batch (interrupt again to stop at once).")
+        _say("\nInterrupt received: stopping after this batch (interrupt again to stop at once).")
 
     def __enter__(self) -> StopOnInterrupt:
         self._previous = _handle_interrupts(self._handler)
+        if self._previous:
+            self._previous[self.WAKE] = signal.signal(self.WAKE, self._on_wake)
         return self
 
     def __exit__(self, *exc: object) -> None:
+        self._done.set()
         for signum, previous in self._previous.items():
             signal.signal(signum, previous)
+
+
+def _alive(process: psutil.Process) -> bool:
+    try:
+        return process.is_running() and process.status() != psutil.STATUS_ZOMBIE
+    except psutil.NoSuchProcess:
+        return False
+
+
+def _detach_terminal() -> None:
+    """The terminal is gone (SIGHUP): write what is printed from now on to /dev/null, since
+    writing to a closed terminal fails (EIO) and would end the run before it saves."""
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    for fd in (1, 2):
+        if os.isatty(fd):
+            os.dup2(devnull, fd)
+    os.close(devnull)
+
+
+def _say(text: str) -> None:
+    """Print, where there is still somewhere to print to."""
+    try:
+        print(text, flush=True)
+    except OSError:
+        pass
 
 
 def _handle_interrupts(handler) -> dict:

@@ -112,7 +112,7 @@ def test_shipped_run_checks_its_manifest(checkpoint, tmp_path):
     dest = tmp_path / "shipped"
     manifest = ship_run(run, dest)
     names = sorted(line.split()[1] for line in manifest.read_text().splitlines())
-    assert names == sorted(["agent.pt", *SHIPPED_RUN_FILES])
+    assert names == sorted(["agent.pt", "command.json", *SHIPPED_RUN_FILES])
     agent = load_agent(dest / "agent.pt")
     torch.testing.assert_close(
         agent.policy(TensorDict({"pixels": torch.zeros(1, 4, 64, 64)}, [1]))["action_value"],

@@ -7,7 +7,7 @@ import sys
 
 import pytest
 
-from helpers.runs import PENDING_DIR, PREVIOUS_DIR, RunFolder, RunFolderError
+from helpers.runs import MARKER_FILE, PENDING_DIR, PREVIOUS_DIR, RunFolder, RunFolderError
 
 RUN = {"target": "td0", "mode": "smoke", "seed": 0, "config": {"pipeline": "course"}}
 NEW = {**RUN, "seed": 1}
@@ -18,6 +18,7 @@ def good_run(tmp_path):
     """A folder holding a finished run (its files, with recognisable contents)."""
     out = tmp_path / "run"
     out.mkdir()
+    (out / MARKER_FILE).write_text("")  # the course wrote it
     (out / "run.json").write_text(json.dumps(RUN))
     for name in ("log.csv", "checkpoint.pt", "curves.png", "evaluation.json"):
         (out / name).write_text(f"old {name}")
@@ -70,6 +71,7 @@ def test_a_start_killed_before_its_first_checkpoint_is_undone_by_the_next_run(go
     (good_run / PENDING_DIR).mkdir()
     for name in before:
         (good_run / name).rename(good_run / PENDING_DIR / name)
+    (good_run / MARKER_FILE).write_text("")
     (good_run / "run.json").write_text(json.dumps(NEW))
     (good_run / "log.csv").write_text("rows of the killed start")
     with RunFolder(good_run) as folder:
@@ -81,6 +83,7 @@ def test_a_start_killed_before_its_first_checkpoint_is_undone_by_the_next_run(go
 def test_a_failed_start_does_not_block_the_folder(tmp_path):
     out = tmp_path / "run"
     out.mkdir()
+    (out / MARKER_FILE).write_text("")
     (out / "run.json").write_text(json.dumps(RUN))  # written, then the run failed
     with RunFolder(out) as folder:
         assert folder.start(NEW, resume=False, overwrite=False) is None
@@ -106,3 +109,19 @@ def test_the_lock_is_held_by_one_process_and_freed_when_it_dies(tmp_path):
     holder.wait()
     with RunFolder(out):
         pass
+
+
+def test_a_folder_the_course_did_not_mark_loses_nothing(tmp_path):
+    out = tmp_path / "mine"
+    out.mkdir()
+    (out / "log.csv").write_text("my own log")
+    (out / "replay").mkdir()
+    with pytest.raises(RunFolderError, match="files that no run of the course wrote"):
+        with RunFolder(out) as folder:
+            folder.start(NEW, resume=False, overwrite=False)
+    assert (out / "log.csv").read_text() == "my own log" and (out / "replay").is_dir()
+    with RunFolder(out) as folder:  # --overwrite sets them aside, and a failed start puts them back
+        folder.start(NEW, resume=False, overwrite=True)
+        assert (out / PENDING_DIR / "log.csv").read_text() == "my own log"
+    assert (out / "log.csv").read_text() == "my own log" and not (out / MARKER_FILE).exists()
+    assert not (out / "run.json").exists() and not (out / PENDING_DIR).exists()

@@ -59,6 +59,7 @@ def test_train_writes_log_checkpoint_and_curves(td0_run):
     assert result.returncode == 0, result.stderr[-2000:]
     assert {p.name for p in out.iterdir()} == {
         ".lock",
+        ".course-run",
         "run.json",
         "log.csv",
         "checkpoint.pt",
