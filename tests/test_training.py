@@ -181,6 +181,8 @@ def assert_consistent(out: Path, finished: bool) -> None:
         (signal.SIGINT, True),  # Ctrl+C in a terminal: every process of the foreground group
         (signal.SIGTERM, False),  # `kill PID`, `timeout`, schedulers
         (signal.SIGTERM, True),  # `kill -- -PGID`, `docker stop` of a shell
+        (signal.SIGHUP, False),  # the terminal or SSH session closed
+        (signal.SIGHUP, True),  # ... as the shell passes it on to its foreground job
     ],
 )
 def test_interrupt_keeps_log_and_checkpoint_and_stops_workers(tmp_path, signum, group):
