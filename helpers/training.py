@@ -242,9 +242,11 @@ def _train(
                     stats = episode_stats(lengths)
                     row.update(eval_mean=stats["mean"], eval_std=stats["std"])
                 with stop.deferred():
-                    if evaluate and stats["mean"] >= best["eval"]:  # ties: the longer-trained
-                        best = {"eval": stats["mean"], "frames": frames}
-                        best["params"] = flat_params(loss_module.value_network_params)
+                    params = flat_params(loss_module.value_network_params) if evaluate else {}
+                    diverged = any(not torch.isfinite(v).all() for v in params.values())
+                    # ties: the longer-trained; never parameters that diverged (NaN or inf)
+                    if evaluate and stats["mean"] >= best["eval"] and not diverged:
+                        best = {"eval": stats["mean"], "frames": frames, "params": params}
                     row["seconds"] = round(time.monotonic() - start, 2)
                     log.write(row)
                     counters = counters_after(row)
