@@ -207,8 +207,8 @@ def load_checkpoint(path: str | Path) -> dict:
                 "this file any other way unless you trust where it came from."
             ) from None
         # torch's text for unpickling errors advises weights_only=False: leave it out.
-        detail = "" if isinstance(err, (pickle.UnpicklingError, KeyError)) else f": {err}"
-        detail = detail.splitlines()[0] if detail else ""
+        plain = isinstance(err, (pickle.UnpicklingError, KeyError))
+        detail = "" if plain else f": {err}".splitlines()[0]
         raise CheckpointError(
             f"{path} is not a readable checkpoint (truncated, corrupt or not a torch file){detail}"
         ) from None
@@ -235,9 +235,14 @@ def load_params_into(actor: QValueActor, flat: dict[str, torch.Tensor], source: 
         params.update_(TensorDict(flat, batch_size=[]))
 
 
+def not_finite(flat: dict[str, torch.Tensor]) -> list[str]:
+    """The names of the parameters holding NaN or infinite values (a run that diverged)."""
+    return [k for k, v in flat.items() if v.is_floating_point() and not torch.isfinite(v).all()]
+
+
 def _check_finite(flat: dict[str, torch.Tensor], source: str) -> None:
     """Refuse parameters with NaN or infinite values (a run that diverged)."""
-    bad = [k for k, v in flat.items() if v.is_floating_point() and not torch.isfinite(v).all()]
+    bad = not_finite(flat)
     if bad:
         raise CheckpointError(
             f"{source} holds parameters that are not finite numbers (NaN or inf, in {bad[0]}): "

@@ -51,15 +51,20 @@ def scratch_dir(parent: str | Path) -> Iterator[Path]:
         shutil.rmtree(path, ignore_errors=True)
 
 
-def chunk_length(config: Config) -> int:
-    """Steps per TD(lambda) chunk; each collected row of frames_per_batch // num_workers
-    consecutive steps is cut into chunks of this length."""
+def row_steps(config: Config) -> int:
+    """Consecutive steps each worker collects per batch: frames_per_batch // num_workers."""
     if config.frames_per_batch % config.num_workers:
         raise ValueError(
             f"frames_per_batch ({config.frames_per_batch}) must be a multiple of "
             f"num_workers ({config.num_workers})."
         )
-    row = config.frames_per_batch // config.num_workers
+    return config.frames_per_batch // config.num_workers
+
+
+def chunk_length(config: Config) -> int:
+    """Steps per TD(lambda) chunk; each collected row of frames_per_batch // num_workers
+    consecutive steps is cut into chunks of this length."""
+    row = row_steps(config)
     if row % config.chunk_length:
         raise ValueError(
             f"Each worker collects rows of {row} steps: chunk_length ({config.chunk_length}) "
@@ -130,14 +135,9 @@ def make_replay_buffer(
 
 def check_replay_settings(config: Config, target: str) -> None:
     """Refuse, before anything is written, settings that the replay memory cannot hold."""
-    if config.frames_per_batch % config.num_workers:
-        raise ValueError(
-            f"frames_per_batch ({config.frames_per_batch}) must be a multiple of "
-            f"num_workers ({config.num_workers})."
-        )
+    row = row_steps(config)
     if target == "td-lambda":
         chunk_length(config)
-    row = config.frames_per_batch // config.num_workers
     if config.pipeline == "course" and config.buffer_size < min_capacity(row):
         raise ValueError(
             f"buffer_size ({config.buffer_size}) is too small for rows of {row} steps: "

@@ -54,9 +54,12 @@ def ring_files(capacity: int, chunk: int | None) -> dict[str, tuple[tuple, torch
 
 def ring_nbytes(capacity: int, chunk: int | None) -> int:
     """Bytes on disk of a memory of `capacity` frames (what `open_ring` reserves)."""
-    return sum(
-        math.prod(shape) * dtype.itemsize for shape, dtype in ring_files(capacity, chunk).values()
-    )
+    return sum(_nbytes(shape, dtype) for shape, dtype in ring_files(capacity, chunk).values())
+
+
+def _nbytes(shape: tuple, dtype: torch.dtype) -> int:
+    """Bytes of one of the memory's files."""
+    return math.prod(shape) * dtype.itemsize
 
 
 def no_room(needed: int, folder: Path) -> str | None:
@@ -108,12 +111,12 @@ def _reserve(folder: Path, files: dict) -> None:
         for name, (shape, dtype) in files.items():
             fd = os.open(folder / f"{name}.memmap", os.O_RDWR | os.O_CREAT, 0o644)
             try:
-                os.posix_fallocate(fd, 0, max(1, math.prod(shape) * dtype.itemsize))
+                os.posix_fallocate(fd, 0, max(1, _nbytes(shape, dtype)))
             finally:
                 os.close(fd)
     except OSError as err:
         remove_replay(folder)
-        needed = sum(math.prod(shape) * dtype.itemsize for shape, dtype in files.values())
+        needed = sum(_nbytes(shape, dtype) for shape, dtype in files.values())
         raise ReplayDiskError(
             no_room(needed, folder) or f"Cannot reserve the replay memory in {folder}: {err}"
         ) from None
@@ -123,8 +126,7 @@ def _memmap(path: Path, shape: tuple, dtype: torch.dtype, reopen: bool) -> Memor
     """A memory-mapped tensor in `path`: a new one, or the one already there (`reopen`)."""
     if not reopen:  # (the file `_reserve` made, whole)
         return MemoryMappedTensor.from_filename(path, dtype, torch.Size(shape))
-    size = math.prod(shape) * dtype.itemsize
-    if not path.is_file() or path.stat().st_size != size:
+    if not path.is_file() or path.stat().st_size != _nbytes(shape, dtype):
         raise ReplayFilesError(
             f"{path} is missing or is not the replay file the checkpoint expects."
         )

@@ -1,13 +1,13 @@
 """A run folder: its files, one run at a time, and starting, replacing or resuming a run safely.
 
-A folder holds a run once the run has saved its first checkpoint. The course marks the folders it
-writes runs in (`MARKER_FILE`) and never deletes or replaces a file in a folder it did not mark:
-a folder that holds files with a run's names, recorded results (`command.json`) or a shipped
-agent (`SHA256SUMS`) is refused unless `--overwrite` sets them aside. Until the new run's first
-checkpoint nothing that was there before is lost: `--overwrite` sets the old run aside in `previous.pending/` and makes it
-`previous/` only when the new run's first checkpoint is on disk; a run that fails (or is
-killed) before that point gives the folder back as it found it, at the latest when the next
-run starts there.
+A folder holds a run once the run has saved its first checkpoint. The course marks the folders
+it writes runs in (`MARKER_FILE`) and never deletes or replaces a file in a folder it did not
+mark: a folder that holds files with a run's names, recorded results (`command.json`) or a
+shipped agent (`SHA256SUMS`) is refused unless `--overwrite` sets them aside. Until the new
+run's first checkpoint nothing that was there before is lost: `--overwrite` sets the old run
+aside in `previous.pending/` and makes it `previous/` only when the new run's first checkpoint
+is on disk; a run that fails (or is killed) before that point gives the folder back as it found
+it, at the latest when the next run starts there.
 """
 
 from __future__ import annotations
@@ -255,9 +255,7 @@ def read_json(path: Path) -> dict:
     """One of a run's JSON files, refused in one line that names it where it is not a JSON object."""
     try:
         value = json.loads(path.read_text())
-    except UnicodeDecodeError as err:
-        value = err
-    except json.JSONDecodeError as err:
+    except (UnicodeDecodeError, json.JSONDecodeError) as err:
         value = err
     if not isinstance(value, dict):
         raise ValueError(
@@ -274,17 +272,13 @@ def saved_buffer_size(folder: str | Path, default: int) -> int:
 
 
 def changed_settings(saved: dict, asked: dict) -> list[str]:
-    """The settings `asked` (as `Config.to_dict`) that differ from a checkpoint's `saved` ones,
+    """The settings `asked` (as run.json holds them) that differ from a checkpoint's `saved` ones,
     besides total_frames (the one a resumed run may change): "name saved -> asked"."""
     return [
         f"{name} {saved[name]!r} -> {asked[name]!r}"
         for name in asked
-        if name != "total_frames" and name in saved and _json(saved[name]) != _json(asked[name])
+        if name != "total_frames" and name in saved and saved[name] != asked[name]
     ]
-
-
-def _json(value: object) -> object:
-    return json.loads(json.dumps(value))
 
 
 def wait_until_free(folder: Path, timeout: float) -> None:

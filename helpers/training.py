@@ -19,6 +19,7 @@ from helpers.checkpoints import (
     counters_after,
     flat_params,
     load_params_into,
+    not_finite,
     restore_training,
     save_checkpoint,
     training_state,
@@ -243,9 +244,8 @@ def _train(
                     row.update(eval_mean=stats["mean"], eval_std=stats["std"])
                 with stop.deferred():
                     params = flat_params(loss_module.value_network_params) if evaluate else {}
-                    diverged = any(not torch.isfinite(v).all() for v in params.values())
                     # ties: the longer-trained; never parameters that diverged (NaN or inf)
-                    if evaluate and stats["mean"] >= best["eval"] and not diverged:
+                    if evaluate and stats["mean"] >= best["eval"] and not not_finite(params):
                         best = {"eval": stats["mean"], "frames": frames, "params": params}
                     row["seconds"] = round(time.monotonic() - start, 2)
                     log.write(row)
