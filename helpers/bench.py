@@ -26,7 +26,7 @@ from helpers.config import SYSTEM_FIELDS, TUTORIAL, Config, config_for_mode
 from helpers.envs import make_base_env, make_env
 from helpers.frame_replay import FrameReplay
 from helpers.logs import read_log
-from helpers.loop import gradient_step, make_optimizer
+from helpers.loop import gradient_step, learner_threads, make_optimizer
 from helpers.losses import make_loss
 from helpers.models import make_model
 from helpers.normalization import compute_norm_constants, make_normalizer
@@ -148,6 +148,56 @@ def optimisation_rate(obs_norm: dict, config: Config, steps: int = 10) -> float:
     return statistics.median(rates)
 
 
+def learner_times(obs_norm: dict, config: Config, steps: int = 20) -> dict:
+    """Where a TD(lambda) gradient step's time goes, with the learner's threads: drawing and
+    normalizing a sample of chunks from a compact memory of random play, then the step itself
+    (loss, backward, clip, Adam, target update). Milliseconds, medians of 3 rounds."""
+    env = make_env(obs_norm=obs_norm, seed=0)
+    model = make_model(env, config)
+    rollout = env.rollout(1_600, model.policy_explore, break_when_any_done=False)
+    env.close()
+    done = rollout["next", "done"].squeeze(-1).long()
+    rollout["collector", "traj_ids"] = torch.cumsum(done, 0) - done
+    loss_module, updater = make_loss(model.actor, config, "td-lambda")
+    optim = make_optimizer(loss_module, config, torch.device("cpu"))
+    threads = torch.get_num_threads()
+    torch.set_num_threads(learner_threads())
+    with tempfile.TemporaryDirectory(prefix="dqn-bench-") as tmp, scratch_dir(tmp) as scratch:
+        replay = FrameReplay(
+            2_000, config.batch_size, make_normalizer(obs_norm), scratch, config.chunk_length
+        )
+        for row in rollout.split(2 * config.chunk_length):
+            replay.extend(row)
+        samples = [replay.sample() for _ in range(steps)]
+
+        def sample() -> None:
+            replay.sample()
+
+        def step() -> None:
+            for s in samples:
+                gradient_step(loss_module, optim, updater, s.clone(), config.max_grad_norm)
+
+        try:
+            return {
+                "sample_ms": _median_ms(lambda: [sample() for _ in range(steps)]) / steps,
+                "step_ms": _median_ms(step) / steps,
+                "threads": torch.get_num_threads(),
+            }
+        finally:
+            torch.set_num_threads(threads)
+
+
+def _median_ms(work, repeats: int = 3) -> float:
+    """Median wall milliseconds of `work()` over `repeats` calls, after one to warm up."""
+    work()
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        work()
+        times.append(1_000 * (time.perf_counter() - start))
+    return statistics.median(times)
+
+
 def training_rate(config: Config, target: str, name: str) -> dict:
     """Train for config.total_frames in a subprocess; frames/s after start-up and peak memory."""
     with tempfile.TemporaryDirectory(prefix="dqn-bench-") as tmp:
@@ -206,6 +256,7 @@ def run_bench(repeats: int = 1) -> dict:
         "replay": bytes_per_frame(obs_norm),
         "optimisation_samples_per_s": optimisation_rate(obs_norm, course),
         "recipe_optimisation_samples_per_s": optimisation_rate(obs_norm, recipe),
+        "learner": learner_times(obs_norm, recipe),
         "training": {name: _median_run(config, name, repeats) for name, config in configs},
     }
     training = result["training"]
@@ -220,12 +271,18 @@ def run_bench(repeats: int = 1) -> dict:
     ):
         bound = rate / (config.n_optim * config.batch_size / config.frames_per_batch)
         training[name]["fraction_of_optimisation_bound"] = training[name]["frames_per_s"] / bound
+    # Where a batch's time goes: the learner's n_optim steps against the loop's measured time.
+    learner, frames_per_s = result["learner"], training["recipe"]["frames_per_s"]
+    learner["batch_ms"] = recipe.n_optim * (learner["sample_ms"] + learner["step_ms"])
+    learner["loop_batch_ms"] = 1_000 * recipe.frames_per_batch / frames_per_s
     return result
 
 
 def _median_run(config: Config, name: str, repeats: int) -> dict:
-    """The run with the median frames/s of `repeats` training runs."""
-    runs = sorted((training_rate(config, "td0", name) for _ in range(repeats)), key=_rate)
+    """The run with the median frames/s of `repeats` training runs (the recipe's target:
+    TD(lambda); the tutorial's: TD(0))."""
+    target = "td-lambda" if name == "recipe" else "td0"
+    runs = sorted((training_rate(config, target, name) for _ in range(repeats)), key=_rate)
     return {**runs[len(runs) // 2], "runs_frames_per_s": [_rate(r) for r in runs]}
 
 
@@ -236,6 +293,7 @@ def _rate(run: dict) -> float:
 def format_bench(result: dict) -> str:
     """The measurements as a Markdown table."""
     env, replay, training = result["env"], result["replay"], result["training"]
+    learner = result["learner"]
     course, tutorial, recipe = training["course"], training["tutorial"], training["recipe"]
     rows = [
         ("raw env steps/s (1 process)", f"{env['raw_steps_per_s']:.0f}"),
@@ -273,6 +331,12 @@ def format_bench(result: dict) -> str:
             f"{course['frames_per_s']:.1f} ({course['fraction_of_optimisation_bound']:.0%} of the optimisation bound)",
         ),
         ("training frames/s, tutorial-faithful", f"{tutorial['frames_per_s']:.1f}"),
+        (
+            "recipe: a 32-frame batch in the loop / its gradient steps alone",
+            f"{learner['loop_batch_ms']:.0f} ms / {learner['batch_ms']:.0f} ms "
+            f"({learner['sample_ms']:.1f} ms sampling + {learner['step_ms']:.1f} ms learning per "
+            f"step, {learner['threads']} thread)",
+        ),
         (
             "speed-up over tutorial-faithful: course's pipeline / course's recipe",
             f"{training['speedup']:.2f}x / {training['recipe_speedup']:.2f}x",

@@ -8,9 +8,7 @@ import json
 import sys
 from pathlib import Path
 
-from helpers.config import MODES, PRESETS
-from helpers.evaluation import TEST_SEED
-from helpers.losses import TARGETS
+from helpers.config import MODES, PRESETS, TARGETS, TEST_SEED
 
 
 def _train(args: argparse.Namespace) -> int:

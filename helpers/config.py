@@ -8,6 +8,12 @@ import os
 from dataclasses import dataclass
 
 MODES = ("smoke", "workshop", "full")
+TARGETS = ("td0", "td-lambda")  # one-step targets (notebook 04), lambda-returns (notebook 05)
+# The evaluations' seeds, which training never uses (helpers.evaluation): from EVAL_SEED for the
+# evaluations during training (they choose the agent a run keeps), from TEST_SEED for the final
+# evaluation and `python -m helpers evaluate` (they only report).
+EVAL_SEED = 100_000
+TEST_SEED = 200_000
 DEFAULT_MODE = "workshop"
 MODE_VARIABLE = "DQN_COURSE_MODE"
 
@@ -16,7 +22,7 @@ MODE_VARIABLE = "DQN_COURSE_MODE"
 _POSITIVE = ("total_frames", "frames_per_batch", "batch_size", "buffer_size", "lr", "chunk_length")
 _POSITIVE += ("num_workers", "num_collectors", "eval_every", "eval_episodes", "eval_max_steps")
 _POSITIVE += ("norm_init_iter", "n_optim", "max_grad_norm")
-_COUNTS = ("init_random_frames", "eps_frames", "final_episodes")
+_COUNTS = ("init_random_frames", "eps_frames", "final_episodes", "random_shift")
 _RATES = ("gamma", "lmbda", "tau", "eps_init", "eps_end")
 LOSS_FUNCTIONS = ("smooth_l1", "l2")  # Huber, squared error (networks and pipelines: their modules)
 _RANGES = (
@@ -55,6 +61,7 @@ class Config:
     batch_size: int = 128  # transitions sampled from the replay buffer per gradient step
     buffer_size: int = 100_000  # replay buffer capacity, in frames
     chunk_length: int = 16  # consecutive steps per stored chunk for TD(lambda) (notebook 05)
+    random_shift: int = 0  # DrQ augmentation: replayed stacks move up to this many pixels (0: off)
 
     # How the work is laid out on the machine (the same learning either way; see the README)
     num_workers: int = 2  # environments each collector steps

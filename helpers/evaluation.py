@@ -20,12 +20,10 @@ from torchrl.envs import EnvBase, ExplorationType, set_exploration_type
 
 from helpers.agents import load_agent
 from helpers.checkpoints import CHECKPOINT_FILE
-from helpers.config import Config
+from helpers.config import EVAL_SEED, TEST_SEED, Config  # noqa: F401 (EVAL_SEED: notebook 04 reads it here)
 from helpers.runs import EVALUATION_FILE
 
 MAX_STEPS = 500  # CartPole-v1 truncates episodes at 500 steps
-EVAL_SEED = 100_000  # first seed of the evaluations during training
-TEST_SEED = 200_000  # first seed of the final evaluation (and of `evaluate`)
 MAX_EPISODE_SEED = 2**32 - 1  # numpy's seeds, which gymnasium's environments take
 
 

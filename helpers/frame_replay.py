@@ -12,6 +12,7 @@ import torch
 from tensordict import TensorDict, TensorDictBase
 from torchrl.envs import Transform
 
+from helpers.augmentation import random_shift
 from helpers.envs import FRAME_SIZE, FRAME_STACK, FRAMES_KEY
 from helpers.replay_files import open_ring
 
@@ -49,6 +50,7 @@ class FrameReplay:
         chunk: int | None = None,
         num_actions: int = 2,
         saved: dict | None = None,
+        shift: int = 0,
     ) -> None:
         """Args:
         capacity: frames the ring holds (about as many steps: L steps take L + 1 frames).
@@ -62,12 +64,15 @@ class FrameReplay:
         num_actions: size of the one-hot actions returned.
         saved: a `state_dict()` of the memory whose files are in `folder`: reopen them and go
             on from that state (a resumed run) instead of starting empty.
+        shift: shift each sampled transition's frames by up to `shift` pixels (DrQ, see
+            helpers.augmentation): one offset for its observation and next observation, which
+            share four frames; 0 returns them as stored.
         """
         if capacity < 2 * FRAME_STACK:
             raise ValueError(f"capacity must be at least {2 * FRAME_STACK} frames.")
         self.capacity, self.chunk, self.num_actions = capacity, chunk, num_actions
         self.batch_size = batch_size if chunk is None else max(1, batch_size // chunk)
-        self.transform = transform
+        self.transform, self.shift = transform, shift
         # The slots, the chunk table, and the high-water marks: the highest frame and chunk
         # positions ever written to these files (see `lowest`).
         self.slots, self.chunks, self.marks = open_ring(Path(folder), capacity, chunk, saved)
@@ -225,6 +230,7 @@ class FrameReplay:
         stack = self.slots["frame"][frames.reshape(-1) % self.capacity].view(
             *shape, FRAME_STACK + 1, FRAME_SIZE, FRAME_SIZE
         )
+        stack = random_shift(stack, self.shift)  # (as stored when shift is 0)
         terminated, truncated = self.slots["terminated"][slots], self.slots["truncated"][slots]
         out = TensorDict(
             {

@@ -31,6 +31,17 @@ class CsvLog:
     def __init__(self, path: str | Path, keep: int = 0) -> None:
         self.path = Path(path)
         self.rows: list[dict] = read_log(self.path, limit=keep) if keep else []
+        self._rewrite()
+
+    def update(self, frames: float, **values: float) -> None:
+        """Fill in columns of the row at `frames` (an evaluation that came back after its
+        batch): the file is rewritten whole, then moved into place, so it is never half
+        written."""
+        row = next(r for r in reversed(self.rows) if r["frames"] == frames)
+        row.update(values)
+        self._rewrite()
+
+    def _rewrite(self) -> None:
         tmp = self.path.with_name(self.path.name + ".tmp")
         with tmp.open("w", newline="") as f:
             csv.writer(f).writerow(LOG_COLUMNS)

@@ -10,9 +10,8 @@ from torchrl.modules import QValueActor
 from torchrl.objectives import DQNLoss, SoftUpdate, ValueEstimators
 from torchrl.objectives.value.functional import vec_td_lambda_return_estimate
 
-from helpers.config import Config
+from helpers.config import TARGETS, Config
 
-TARGETS = ("td0", "td-lambda")
 GAMMA_LAMBDA_MIN = 1e-7  # below this torchrl's vectorized TD(lambda) has an empty filter
 
 

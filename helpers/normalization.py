@@ -6,9 +6,9 @@ from __future__ import annotations
 from pathlib import Path
 
 import torch
-from torchrl.envs import Compose, ToTensorImage
+from torchrl.envs import Compose
 
-from helpers.envs import FRAMES_KEY, check_norm_constants, make_env, make_obs_norm
+from helpers.envs import FRAMES_KEY, FrameNorm, check_norm_constants, make_env
 from helpers.machine import output_dir
 
 NORM_REDUCE_DIMS = (-1, -2, -4)  # average over width, height and time...
@@ -79,13 +79,9 @@ def course_norm_constants(num_iter: int = 1_000) -> dict:
 def make_normalizer(obs_norm: dict) -> Compose:
     """uint8 stacks under `frames` -> normalized float `pixels`, for obs and next obs.
 
-    The same two transforms that end the environment's pipeline, so a rebuilt stack is
-    bit for bit the observation the policy saw while collecting.
+    The transform that ends the environment's pipeline, so a rebuilt stack is bit for bit the
+    observation the policy saw while collecting.
     """
-    pixels = ["pixels", ("next", "pixels")]
     return Compose(
-        ToTensorImage(
-            in_keys=[FRAMES_KEY, ("next", FRAMES_KEY)], out_keys=pixels, shape_tolerant=True
-        ),
-        make_obs_norm(obs_norm, pixels),
+        FrameNorm(obs_norm, [FRAMES_KEY, ("next", FRAMES_KEY)], ["pixels", ("next", "pixels")])
     )

@@ -19,7 +19,7 @@ from tensordict import TensorDict, TensorDictBase
 from torchrl.data import LazyMemmapStorage, TensorDictReplayBuffer
 
 from helpers.config import Config
-from helpers.envs import check_pipeline
+from helpers.envs import FRAME_SIZE, check_pipeline
 from helpers.frame_replay import FrameReplay, min_capacity
 from helpers.normalization import make_normalizer
 from helpers.replay_files import (
@@ -130,12 +130,23 @@ def make_replay_buffer(
         folder,
         chunk=None if target == "td0" else chunk_length(config),
         saved=saved,
+        shift=config.random_shift,
     )
 
 
 def check_replay_settings(config: Config, target: str) -> None:
     """Refuse, before anything is written, settings that the replay memory cannot hold."""
     row = row_steps(config)
+    if config.random_shift and config.pipeline != "course":
+        raise ValueError(
+            "random_shift needs the course's pipeline (its compact replay memory shifts the "
+            "frames): set random_shift=0 or pipeline=course."
+        )
+    if config.random_shift >= FRAME_SIZE // 2:
+        raise ValueError(
+            f"Setting random_shift must be below {FRAME_SIZE // 2} pixels (half a frame), got "
+            f"{config.random_shift}."
+        )
     if target == "td-lambda":
         chunk_length(config)
     if config.pipeline == "course" and config.buffer_size < min_capacity(row):

@@ -19,16 +19,16 @@ from helpers.checkpoints import (
     counters_after,
     flat_params,
     load_params_into,
-    not_finite,
     restore_training,
     save_checkpoint,
     training_state,
 )
 from helpers.config import Config, config_for_mode, get_mode
 from helpers.envs import make_env
-from helpers.evaluation import EVAL_SEED, episode_lengths, episode_stats, final_evaluation
+from helpers.evaluation import final_evaluation
+from helpers.evaluator import Evaluations, Evaluator
 from helpers.logs import CsvLog, read_log
-from helpers.loop import gradient_step, make_collector, make_optimizer
+from helpers.loop import learn_batch, learner_threads, make_collector, make_optimizer
 from helpers.losses import check_target, make_loss
 from helpers.machine import get_device
 from helpers.models import make_model
@@ -104,7 +104,8 @@ def train(
 
     Interrupting (Ctrl+C, the notebook's stop button, SIGTERM) ends the run cleanly after the
     current batch: the log kept, a checkpoint saved, the collectors' processes stopped. The
-    checkpoint is also saved at every evaluation, so a run killed outright keeps its last one.
+    checkpoint is also saved every `eval_every` frames and when an evaluation (played beside the
+    training, see helpers.evaluator) comes back, so a run killed outright keeps its last one.
     One run at a time uses a folder (a lock); see `helpers.runs.RunFolder`.
     """
     if getattr(multiprocessing.current_process(), "_inheriting", False):
@@ -150,13 +151,9 @@ def _train(
     elif obs_norm is None:
         obs_norm = compute_norm_constants(config.norm_init_iter, seed=seed)
 
-    eval_env = make_env(
-        obs_norm=obs_norm,
-        device=device,
-        seed=seed + 10_000,
-        pipeline=config.pipeline,
-    )
-    model = make_model(eval_env, config, device)
+    env = make_env(obs_norm=obs_norm, device=device, pipeline=config.pipeline)
+    model = make_model(env, config, device)  # (the environment gives the network its shapes)
+    env.close()
     loss_module, target_updater = make_loss(model.actor, config, target)
     optim = make_optimizer(loss_module, config, device)
     counters = {"frames": 0, "batches": 0, "trajectories": 0}
@@ -168,7 +165,6 @@ def _train(
         )
     remaining = config.total_frames - counters["frames"]
     if remaining < config.frames_per_batch:
-        eval_env.close()
         if not state["interrupted"] and not (out_dir / EVALUATION_FILE).exists():
             # stopped during its final evaluation: do that, and only that
             if best["params"] is not None:
@@ -206,55 +202,62 @@ def _train(
     workers_before = {p.pid for p in worker_processes()}
     start = time.monotonic() - (log.rows[-1]["seconds"] if log.rows else 0.0)
     finished = False
-    eval_seeds = list(range(EVAL_SEED, EVAL_SEED + config.eval_episodes))
-    collector = None
+    collector = evaluator = None
     bar = tqdm(
         total=config.total_frames, initial=counters["frames"], unit="frame", disable=not progress
     )
     replay = open_replay(config, target, out_dir / REPLAY_DIR, obs_norm, saved_replay)
     stored = config.init_random_frames if len(replay) else 0  # (a resumed run's memory)
+    threads = torch.get_num_threads()
+    torch.set_num_threads(learner_threads())
     with StopOnInterrupt() as stop:
         try:
             collector = make_collector(config, model.policy_explore, obs_norm, remaining, device)
-            stop.watch([p for p in worker_processes() if p.pid not in workers_before])
+            evaluator = Evaluator(config, obs_norm)
+            evaluations = Evaluations(log, evaluator, best, config.eval_max_steps)
+            stop.watch(
+                [p for p in worker_processes() if p.pid not in workers_before],
+                {evaluator.process.pid: "The evaluation"},
+            )
             collector.set_seed(seed)
             for data in collector:
+                # The algorithm: learn from the batch, anneal epsilon, update the collector.
                 with stop.deferred():  # a second interrupt waits for the batch's updates
                     row = _batch_row(data, counters)
-                    frames = row["frames"]
-                    replay.extend(data)
                     stored += data.numel()
-                    if stored >= config.init_random_frames and len(replay):
-                        for _ in range(config.n_optim):
-                            sample = replay.sample().to(device, non_blocking=True)
-                            loss, grad_norm = gradient_step(
-                                loss_module, optim, target_updater, sample, config.max_grad_norm
-                            )
-                        row.update(loss=loss, grad_norm=grad_norm)
+                    row.update(
+                        learn_batch(
+                            data,
+                            replay,
+                            loss_module,
+                            optim,
+                            target_updater,
+                            config,
+                            device,
+                            learning=stored >= config.init_random_frames,
+                        )
+                    )
                     model.egreedy.step(data.numel())
                     collector.update_policy_weights_()
                     row["epsilon"] = float(model.egreedy.eps)
-                due = frames // config.eval_every > counters["frames"] // config.eval_every
-                evaluate = counters["batches"] == 0 or due or frames >= config.total_frames
-                if evaluate:
-                    lengths = episode_lengths(
-                        model.actor, eval_env, eval_seeds, config.eval_max_steps
-                    )
-                    stats = episode_stats(lengths)
-                    row.update(eval_mean=stats["mean"], eval_std=stats["std"])
-                with stop.deferred():
-                    params = flat_params(loss_module.value_network_params) if evaluate else {}
-                    # ties: the longer-trained; never parameters that diverged (NaN or inf)
-                    if evaluate and stats["mean"] >= best["eval"] and not not_finite(params):
-                        best = {"eval": stats["mean"], "frames": frames, "params": params}
                     row["seconds"] = round(time.monotonic() - start, 2)
                     log.write(row)
                     counters = counters_after(row)
-                    if evaluate and frames < config.total_frames:
+                # Evaluate a snapshot every eval_every frames, beside the training.
+                frames, last = row["frames"], row["frames"] >= config.total_frames
+                due = frames // config.eval_every > (frames - data.numel()) // config.eval_every
+                if row["batch"] == 0 or due or last:
+                    evaluations.add(frames, flat_params(loss_module.value_network_params))
+                # The run-keeping: the best agent, a checkpoint, the progress shown.
+                with stop.deferred():
+                    arrived = evaluations.collect(wait=last, stop=lambda: stop.requested)
+                    best = evaluations.best
+                    if (due or arrived) and not last:
                         checkpoint(finished=False)  # what a run killed outright keeps
                 bar.update(data.numel())
-                bar.set_postfix(progress_postfix(log.rows), refresh=False)
-                if live is not None and "eval_mean" in row:
+                if log.rows:
+                    bar.set_postfix(progress_postfix(log.rows), refresh=False)
+                if live is not None and arrived:
                     live.update(log.rows)
                 if stop.requested:
                     break
@@ -268,6 +271,10 @@ def _train(
             raise died from None
         finally:
             stop.shield()
+            torch.set_num_threads(threads)
+            if evaluator is not None:  # (an evaluation still running is dropped)
+                evaluator.close()
+                best = evaluations.best
             if log.rows:  # the log is what the checkpoint must agree with, whenever it stopped
                 counters = counters_after(log.rows[-1])
             if stop.requested:
@@ -275,7 +282,6 @@ def _train(
             bar.close()
             if collector is not None and not stop.worker_died:
                 collector.shutdown()  # (which would wait forever for a dead worker)
-            eval_env.close()
             stop_workers(keep=workers_before, timeout=0 if stop.worker_died else 10)
             if counters["batches"] > (state["batches"] if state is not None else 0):
                 checkpoint(finished)  # (a start that failed before its first batch saves nothing)

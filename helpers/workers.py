@@ -57,7 +57,7 @@ def stop_workers(keep: set[int] = frozenset(), timeout: float = 10.0) -> list[in
 
 
 class WorkerDiedError(ChildProcessError):
-    """A collector's worker process ended while the run still needed it."""
+    """A worker process (the collector's, the evaluator's) ended while the run still needed it."""
 
 
 class StopOnInterrupt:
@@ -85,6 +85,7 @@ class StopOnInterrupt:
         self._deferring = self._pending = False
         self._raise: BaseException | None = None
         self._watched: list[psutil.Process] = []
+        self._names: dict[int, str] = {}
         self._done = threading.Event()
         self._previous: dict = {}
 
@@ -107,11 +108,12 @@ class StopOnInterrupt:
         self.saving = True
         self._done.set()
 
-    def watch(self, processes: list[psutil.Process]) -> None:
+    def watch(self, processes: list[psutil.Process], names: dict[int, str] | None = None) -> None:
         """Raise WorkerDiedError in the main thread as soon as one of `processes` ends (until
-        `shield`): a collector waits forever for a worker that was killed."""
+        `shield`): a collector waits forever for a worker that was killed. `names` says what
+        a pid is ("the collector's worker" by default)."""
 
-        self._watched = processes
+        self._watched, self._names = processes, names or {}
 
         def look() -> None:
             while not self._done.wait(self.POLL):
@@ -129,8 +131,9 @@ class StopOnInterrupt:
         if dead is None:
             return None
         self.worker_died = True
+        name = self._names.get(dead.pid, "The collector's worker")
         return WorkerDiedError(
-            f"The collector's worker process (pid {dead.pid}) ended while the run needed it "
+            f"{name} process (pid {dead.pid}) ended while the run needed it "
             "(killed, or out of memory?). The run stopped with its log and checkpoint kept: "
             "--resume goes on from there."
         )

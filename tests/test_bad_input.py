@@ -21,6 +21,7 @@ from clitools import cli, start_cli
 
 from helpers.checkpoints import check_manifest
 from helpers.cli import main
+from helpers.logs import read_log
 from helpers.workers import worker_processes
 
 REPO = Path(__file__).resolve().parent.parent
@@ -48,6 +49,14 @@ CASES = [
     ("lr=nan", "new", [*TRAIN, *sets("lr=nan")], "lr must be positive"),
     ("lr=0", "new", [*TRAIN, *sets("lr=0")], "lr must be positive"),
     ("lr<0", "new", [*TRAIN, *sets("lr=-1e-3")], "lr must be positive"),
+    ("shift<0", "new", [*TRAIN, *sets("random_shift=-1")], "random_shift must be 0 or more"),
+    ("shift=32", "new", [*TRAIN, *sets("random_shift=32")], "random_shift must be below 32"),
+    (
+        "shift, tutorial",
+        "new",
+        [*TRAIN, "--preset", "tutorial", *sets("random_shift=4")],
+        "random_shift needs the course's pipeline",
+    ),
     ("clip<0", "new", [*TRAIN, *sets("max_grad_norm=-1")], "max_grad_norm must be positive"),
     ("clip=0", "new", [*TRAIN, *sets("max_grad_norm=0")], "max_grad_norm must be positive"),
     ("clip=inf", "new", [*TRAIN, *sets("max_grad_norm=inf")], "max_grad_norm must be a finite"),
@@ -168,27 +177,46 @@ def rows(folder: Path) -> int:
         return 0
 
 
+def evaluated(folder: Path) -> bool:
+    """The run has saved a checkpoint that holds an evaluated agent."""
+    if not any(row["eval_mean"] == row["eval_mean"] for row in read_log(folder / "log.csv")):
+        return False  # (no evaluation back yet: no need to read the checkpoint)
+    return torch.load(folder / "checkpoint.pt", weights_only=True)["best_params"] is not None
+
+
+def killed_run(out: Path, which: int) -> tuple[int, float, str]:
+    """Start a smoke TD(0) run, kill one of its spawned processes once it has 20 rows and a
+    checkpoint with an evaluated agent (0: the collector's worker, started first; 1: the
+    evaluator); the exit code, the seconds it took to end and its stderr."""
+    proc = start_cli(*TRAIN, "--frames", "20000", "--out", str(out))
+    deadline = time.monotonic() + 120
+    while rows(out) < 20 or not (out / "checkpoint.pt").exists() or not evaluated(out):
+        assert proc.poll() is None and time.monotonic() < deadline, proc.communicate()
+        time.sleep(0.2)
+    children = psutil.Process(proc.pid).children()
+    spawned = [p for p in children if "spawn_main" in " ".join(p.cmdline())]
+    assert len(spawned) == 2  # the collector's worker and the evaluator
+    sorted(spawned, key=lambda p: p.create_time())[which].kill()
+    killed = time.monotonic()
+    _, err = proc.communicate(timeout=60)
+    return proc.returncode, time.monotonic() - killed, err
+
+
 @pytest.fixture(scope="module")
 def runs(tmp_path_factory):
-    """A finished smoke TD(0) run, and one whose collector worker was killed mid-run (an
-    interrupted run with its replay memory), both real."""
+    """A finished smoke TD(0) run, and runs whose collector worker or evaluator was killed
+    mid-run (interrupted runs with their replay memory), all real."""
     root = tmp_path_factory.mktemp("runs")
     finished = root / "finished"
     result = cli(*TRAIN, *FRAMES, "--out", str(finished))
     assert result.returncode == 0, result.stderr[-2000:]
-    stopped = root / "stopped"
-    proc = start_cli(*TRAIN, "--frames", "20000", "--out", str(stopped))
-    deadline = time.monotonic() + 120
-    while not (stopped / "checkpoint.pt").exists() or rows(stopped) < 20:
-        assert proc.poll() is None and time.monotonic() < deadline, proc.communicate()
-        time.sleep(0.2)
-    children = psutil.Process(proc.pid).children()
-    (worker,) = [p for p in children if "spawn_main" in " ".join(p.cmdline())]
-    worker.kill()
-    killed = time.monotonic()
-    _, err = proc.communicate(timeout=60)
-    seconds = time.monotonic() - killed
-    return {"finished": finished, "stopped": stopped, "kill": (proc.returncode, seconds, err)}
+    return {
+        "finished": finished,
+        "stopped": root / "stopped",
+        "kill": killed_run(root / "stopped", 0),
+        "kill_evaluator": killed_run(root / "no-evaluator", 1),
+        "no-evaluator": root / "no-evaluator",
+    }
 
 
 def test_a_killed_collector_worker_ends_the_run_in_seconds_with_a_consistent_folder(runs):
@@ -198,6 +226,14 @@ def test_a_killed_collector_worker_ends_the_run_in_seconds_with_a_consistent_fol
     state = torch.load(runs["stopped"] / "checkpoint.pt", weights_only=True)
     assert state["interrupted"] and state["batches"] == rows(runs["stopped"])
     assert (runs["stopped"] / "replay").is_dir()  # kept, for --resume
+
+
+def test_a_killed_evaluator_ends_the_run_in_seconds_with_a_consistent_folder(runs):
+    rc, seconds, err = runs["kill_evaluator"]
+    assert rc == 2 and seconds < 30, err[-2000:]
+    assert err.strip().splitlines()[-1].startswith("error: The evaluation process")
+    state = torch.load(runs["no-evaluator"] / "checkpoint.pt", weights_only=True)
+    assert state["interrupted"] and state["batches"] == rows(runs["no-evaluator"])
     left = [
         p
         for p in psutil.process_iter(["cmdline"])

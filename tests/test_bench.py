@@ -43,6 +43,13 @@ def test_format_bench_names_the_machine():
         },
         "optimisation_samples_per_s": 700.0,
         "recipe_optimisation_samples_per_s": 2000.0,
+        "learner": {
+            "sample_ms": 5.25,
+            "step_ms": 31.0,
+            "threads": 1,
+            "batch_ms": 108.75,
+            "loop_batch_ms": 128.0,
+        },
         "training": {
             "recipe": {
                 "frames_per_s": 150.0,
@@ -62,6 +69,7 @@ def test_format_bench_names_the_machine():
     text = format_bench(result)
     assert "test machine" in text and "1.25x / 3.75x" in text and "80% of raw" in text
     assert "150.0 (60% of its optimisation bound)" in text and "2000 / 700" in text
+    assert "128 ms / 109 ms (5.2 ms sampling + 31.0 ms learning per step, 1 thread)" in text
     assert "131,110" in text and "4,290" in text and "411 MB / 13,111 MB" in text
 
 

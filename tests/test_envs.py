@@ -154,9 +154,9 @@ def test_serial_env_steps_its_workers_in_this_process_and_keeps_uint8_frames(obs
     env.close()
     frames = rollout[FRAMES_KEY]
     assert rollout.batch_size == (2, 6) and frames.dtype == torch.uint8
-    # the float observation is the uint8 stack scaled and normalized, bit for bit
+    # the float observation is the uint8 stack scaled and normalized (FrameNorm: up to rounding)
     expected = (frames.float().div(255) - obs_norm["loc"]) / obs_norm["scale"]
-    assert torch.equal(rollout["pixels"], expected)
+    torch.testing.assert_close(rollout["pixels"], expected, rtol=0, atol=1e-5)
 
 
 def test_the_crop_drops_only_rows_that_are_always_white():
@@ -212,3 +212,26 @@ def test_uint8_resize_matches_torchrls_resize_to_a_grey_level():
     assert (ours.int() - theirs.int()).abs().max() <= 1
     batch = Uint8Resize(64, 64)._apply_transform(torch.stack([frame, frame.flip(-1)]))
     assert torch.equal(batch[0], ours) and batch.shape == (2, 3, 64, 64)
+
+
+def test_frame_norm_is_to_tensor_image_then_observation_norm(obs_norm):
+    from tensordict import TensorDict
+    from torchrl.envs import ObservationNorm, ToTensorImage
+
+    from helpers.envs import FrameNorm
+
+    frames = torch.randint(0, 256, (5, 4, 64, 64), dtype=torch.uint8)
+    one_pass = FrameNorm(obs_norm, ["frames"], ["pixels"])(TensorDict(frames=frames))
+    to_float = ToTensorImage(
+        in_keys=["frames"], out_keys=["pixels"], shape_tolerant=True, from_int=True
+    )
+    norm = ObservationNorm(
+        loc=obs_norm["loc"], scale=obs_norm["scale"], in_keys=["pixels"], standard_normal=True
+    )
+    two_passes = norm(to_float(TensorDict(frames=frames)))
+    torch.testing.assert_close(one_pass["pixels"], two_passes["pixels"], rtol=0, atol=1e-5)
+    assert one_pass["pixels"].dtype == torch.float32
+    # by hand: a black pixel of channel 0 is (0 - loc) / scale
+    black = -obs_norm["loc"][0, 0, 0] / obs_norm["scale"][0, 0, 0]
+    zeros = FrameNorm(obs_norm, ["frames"], ["pixels"])(TensorDict(frames=0 * frames))
+    assert torch.allclose(zeros["pixels"][0, 0], black.expand(64, 64))

@@ -245,3 +245,19 @@ def test_rows_that_do_not_cut_into_chunks_are_refused_before_anything_is_written
         with pytest.raises(ValueError, match="not chunks of 5"):
             compact.extend(batches[0])
         assert compact.written == 0 and not compact.open_steps
+
+
+def test_a_shifted_sample_moves_its_five_frames_together(batches, obs_norm, tmp_path):
+    """With `shift`, a transition's observation and next observation (which share three
+    frames) move by one offset: the shared frames stay equal, and differ from those stored."""
+    with scratch_dir(tmp_path) as scratch:
+        replay = FrameReplay(10_000, 32, make_normalizer(obs_norm), scratch, shift=4)
+        for batch in batches:
+            replay.extend(batch)
+        torch.manual_seed(0)
+        sample = replay.sample()
+        replay.shift = 0
+        as_stored = replay.get(sample["index"])
+    assert torch.equal(sample["next", FRAMES_KEY][:, :3], sample[FRAMES_KEY][:, 1:])
+    assert not torch.equal(sample[FRAMES_KEY], as_stored[FRAMES_KEY])
+    assert sample["pixels"].shape == as_stored["pixels"].shape == (32, 4, 64, 64)

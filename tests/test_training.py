@@ -217,14 +217,14 @@ def test_a_second_interrupt_stops_at_once_and_keeps_a_consistent_folder(tmp_path
 
 
 def test_a_killed_run_resumes_from_its_last_checkpoint(tmp_path):
-    # Smoke mode evaluates, and so saves a checkpoint, every 256 frames (8 batches).
+    # Smoke mode saves a checkpoint every 256 frames (8 batches), and when an evaluation is back.
     out = tmp_path / "run"
     proc = start_run(out)
     wait_for_rows(out / "log.csv", 12)
     os.killpg(proc.pid, signal.SIGKILL)
     proc.wait()
     state = torch.load(out / "checkpoint.pt", weights_only=True)
-    assert state["interrupted"] and state["frames"] >= 256 and state["frames"] % 256 == 0
+    assert state["interrupted"] and state["frames"] >= 256
     assert len(read_log(out / "log.csv")) > state["batches"]  # rows the checkpoint never saw
     frames = state["frames"] + 64
     resumed = start_run(out, frames, "--resume")

@@ -1,0 +1,108 @@
+"""The evaluator process: the same episodes as an evaluation in the training's own process,
+snapshots that wait their turn, and no evaluation after a perfect one."""
+
+import math
+
+import torch
+from tensordict import TensorDict
+
+from helpers.checkpoints import flat_params
+from helpers.config import config_for_mode
+from helpers.envs import make_env
+from helpers.evaluation import EVAL_SEED, episode_lengths
+from helpers.evaluator import Evaluations, Evaluator
+from helpers.logs import CsvLog, read_log
+from helpers.models import make_model
+
+
+def test_snapshots_come_back_in_order_with_the_lengths_of_a_local_evaluation(obs_norm):
+    config = config_for_mode("smoke").replace(eval_episodes=3, eval_max_steps=60)
+    env = make_env(obs_norm=obs_norm)
+    actor = make_model(env, config).actor
+    snapshots = {}
+    for frames in (32, 64):
+        torch.manual_seed(frames)  # two different agents
+        snapshots[frames] = {
+            k: torch.randn_like(v) for k, v in flat_params(TensorDict.from_module(actor)).items()
+        }
+    with Evaluator(config, obs_norm) as evaluator:
+        for frames, params in snapshots.items():
+            evaluator.submit(frames, params)
+        results = evaluator.results(wait=True)
+        assert evaluator.pending == []
+    seeds = list(range(EVAL_SEED, EVAL_SEED + 3))
+    expected = []
+    for frames, params in snapshots.items():
+        with torch.no_grad():
+            TensorDict.from_module(actor).update_(TensorDict(params).unflatten_keys("."))
+        expected.append((frames, episode_lengths(actor, env, seeds, 60)))
+    env.close()
+    assert results == expected
+    assert not evaluator.process.is_alive()
+
+
+def setup(obs_norm, tmp_path, max_steps: int, frames: list[int]):
+    """A smoke config with 2 evaluation episodes of up to `max_steps`, an untrained agent's
+    parameters, and a log with a row at each of `frames`."""
+    config = config_for_mode("smoke").replace(eval_episodes=2, eval_max_steps=max_steps)
+    env = make_env(obs_norm=obs_norm)
+    params = flat_params(TensorDict.from_module(make_model(env, config).actor))
+    env.close()
+    log = CsvLog(tmp_path / "log.csv")
+    for i, at in enumerate(frames):
+        log.write({"batch": i, "frames": at})
+    return config, params, log, {"eval": float("-inf"), "frames": 0, "params": None}
+
+
+def test_a_busy_evaluator_gets_only_the_newest_waiting_snapshot(obs_norm, tmp_path):
+    config, params, log, best = setup(obs_norm, tmp_path, 100, [32, 64, 96])
+    with Evaluator(config, obs_norm) as evaluator:
+        evaluations = Evaluations(log, evaluator, best, max_steps=100)
+        for frames in (32, 64, 96):  # the first is being evaluated while the others fall due
+            evaluations.add(frames, params)
+        assert evaluator.pending == [32] and evaluations.waiting == 96
+        assert evaluations.collect(wait=True)
+    rows = read_log(tmp_path / "log.csv")
+    assert [r["frames"] for r in rows if not math.isnan(r["eval_mean"])] == [32, 96]
+    assert evaluations.best["frames"] == 96  # a tie goes to the longer-trained
+
+
+def test_no_snapshot_is_evaluated_after_a_perfect_one(obs_norm, tmp_path):
+    # 5 steps: every episode of any agent reaches the limit (CartPole lasts 8 steps or more)
+    config, params, log, best = setup(obs_norm, tmp_path, 5, [32, 64])
+    with Evaluator(config, obs_norm) as evaluator:
+        evaluations = Evaluations(log, evaluator, best, max_steps=5)
+        evaluations.add(32, params)
+        evaluations.collect(wait=True)
+        assert evaluations.perfect and evaluations.best["frames"] == 32
+        evaluations.add(64, params)
+        assert evaluator.pending == [] and evaluations.waiting is None
+    rows = read_log(tmp_path / "log.csv")
+    assert rows[0]["eval_mean"] == 5 and math.isnan(rows[1]["eval_mean"])
+
+
+def test_the_evaluator_exits_when_the_training_process_dies_outright(tmp_path):
+    import subprocess
+    import sys
+    import time
+
+    import psutil
+
+    code = (
+        "import os, sys\n"
+        "from helpers.config import config_for_mode\n"
+        "from helpers.evaluator import Evaluator\n"
+        "from helpers.normalization import compute_norm_constants\n"
+        "if __name__ == '__main__':\n"
+        "    e = Evaluator(config_for_mode('smoke'), compute_norm_constants(20))\n"
+        "    print(e.process.pid, flush=True)\n"
+        "    os._exit(9)  # as if killed: nothing is told to stop\n"
+    )
+    script = tmp_path / "dies.py"
+    script.write_text(code)
+    proc = subprocess.run([sys.executable, str(script)], capture_output=True, text=True)
+    pid = int(proc.stdout.split()[-1])
+    deadline = time.monotonic() + 30
+    while psutil.pid_exists(pid) and psutil.Process(pid).status() != psutil.STATUS_ZOMBIE:
+        assert time.monotonic() < deadline, "the orphaned evaluator is still running"
+        time.sleep(0.2)
