@@ -89,3 +89,19 @@ def test_the_readme_and_the_notebooks_show_the_measured_times():
         source = (README.parent / "notebooks" / f"{notebook}.ipynb").read_text()
         assert f'notebook=\\"{notebook}\\"' in source, f"{notebook}'s first cell names another"
     assert "this notebook takes about: smoke " in setup_banner("smoke", notebook="04_td0")
+
+
+def test_the_lever_table_says_what_its_runs_measured():
+    """results/levers/README.md: each run's final mean, episodes, minimum and wall minutes are
+    the ones in its folder."""
+    levers = Path(__file__).resolve().parent.parent / "results" / "levers"
+    table = (levers / "README.md").read_text().split("| run | seed |")[1].split("\n\n")[0]
+    lines = table.splitlines()[2:]
+    assert len(lines) == 7
+    for line in lines:
+        cells = [c.strip() for c in line.strip("|").split("|")]
+        name = cells[0].split()[0]
+        final = json.loads((levers / name / "evaluation.json").read_text())
+        wall = json.loads((levers / name / "command.json").read_text())["wall_seconds"]
+        assert cells[4] == f"{final['mean']:.1f} ({final['episodes']}), {final['min']}", name
+        assert cells[5] == f"{wall / 60:.1f}", name
