@@ -101,7 +101,9 @@ class FrameNorm(ObservationNorm):
 
     def _apply_transform(self, frames: torch.Tensor) -> torch.Tensor:
         per_level = (255 * self.scale).reciprocal()
-        return frames.to(per_level.dtype).mul_(per_level).sub_(self.loc / self.scale)
+        # (a copy even of float frames: the in-place arithmetic must not change the input)
+        scaled = frames.to(per_level.dtype, copy=True).mul_(per_level)
+        return scaled.sub_(self.loc / self.scale)
 
     def transform_observation_spec(self, observation_spec: Composite) -> Composite:
         """Unbounded float "pixels", as the two transforms make them."""

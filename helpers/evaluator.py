@@ -28,6 +28,10 @@ from helpers.workers import children_ignore_interrupts
 NICE = 5  # the evaluator yields the CPU to the collector and the learner when they need it
 
 
+class EvaluatorError(Exception):
+    """The evaluation process raised an error (its traceback is the message)."""
+
+
 class Evaluator:
     """Evaluate parameter snapshots in a worker process, first sent, first returned.
 
@@ -70,7 +74,7 @@ class Evaluator:
                     ) from None
                 break
             if isinstance(item, str):
-                raise RuntimeError(f"The evaluation process failed:\n{item}")
+                raise EvaluatorError(f"The evaluation process failed:\n{item}")
             self.pending.remove(item[0])
             found.append(item)
         return found
@@ -172,6 +176,10 @@ def _serve(tasks, done, config: dict, obs_norm: dict, parent: int) -> None:
         env.close()
     except Exception:
         done.put(traceback.format_exc())
+        # Stay until told to stop: the training reads the traceback, where a process that
+        # ended would only be reported as having died.
+        while _next_task(tasks, parent) is not None:
+            pass
     done.close()
     done.join_thread()  # what was put is sent...
     os._exit(0)  # ...and the interpreter's final garbage collection (seconds, with torch) skipped

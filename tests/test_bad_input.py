@@ -179,7 +179,11 @@ def rows(folder: Path) -> int:
 
 def evaluated(folder: Path) -> bool:
     """The run has saved a checkpoint that holds an evaluated agent."""
-    if not any(row["eval_mean"] == row["eval_mean"] for row in read_log(folder / "log.csv")):
+    try:
+        rows = read_log(folder / "log.csv")
+    except ValueError:  # (a row being written)
+        return False
+    if not any(row["eval_mean"] == row["eval_mean"] for row in rows):
         return False  # (no evaluation back yet: no need to read the checkpoint)
     return torch.load(folder / "checkpoint.pt", weights_only=True)["best_params"] is not None
 

@@ -88,6 +88,7 @@ def test_the_evaluator_exits_when_the_training_process_dies_outright(tmp_path):
 
     import psutil
 
+    pid_file = tmp_path / "evaluator.pid"
     code = (
         "import os, sys\n"
         "from helpers.config import config_for_mode\n"
@@ -95,14 +96,29 @@ def test_the_evaluator_exits_when_the_training_process_dies_outright(tmp_path):
         "from helpers.normalization import compute_norm_constants\n"
         "if __name__ == '__main__':\n"
         "    e = Evaluator(config_for_mode('smoke'), compute_norm_constants(20))\n"
-        "    print(e.process.pid, flush=True)\n"
+        f"    open({str(pid_file)!r}, 'w').write(str(e.process.pid))\n"
         "    os._exit(9)  # as if killed: nothing is told to stop\n"
     )
     script = tmp_path / "dies.py"
     script.write_text(code)
-    proc = subprocess.run([sys.executable, str(script)], capture_output=True, text=True)
-    pid = int(proc.stdout.split()[-1])
+    # (no pipes: the evaluator would hold them open, and waiting for them would wait for it)
+    subprocess.run([sys.executable, str(script)], stdout=subprocess.DEVNULL, timeout=120)
+    pid = int(pid_file.read_text())
     deadline = time.monotonic() + 30
     while psutil.pid_exists(pid) and psutil.Process(pid).status() != psutil.STATUS_ZOMBIE:
         assert time.monotonic() < deadline, "the orphaned evaluator is still running"
         time.sleep(0.2)
+
+
+def test_an_error_in_the_evaluation_process_reaches_the_training_with_its_traceback(obs_norm):
+    import pytest
+
+    from helpers.evaluator import EvaluatorError
+
+    config = config_for_mode("smoke")
+    with Evaluator(config, obs_norm) as evaluator:
+        evaluator.submit(32, {"no such parameter": torch.zeros(1)})
+        with pytest.raises(EvaluatorError, match="(?s)evaluation process failed.*Traceback"):
+            evaluator.results(wait=True)
+        assert evaluator.process.is_alive()  # (so that it is not reported as killed)
+    assert not evaluator.process.is_alive()
