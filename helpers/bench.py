@@ -80,6 +80,15 @@ def env_rates(obs_norm: dict, steps: int = 300, repeats: int = 3) -> dict:
     }
 
 
+def numbered_rollout(env, steps: int, policy=None):
+    """`steps` steps of `env` (random actions without `policy`), episodes numbered as a
+    collector's trajectory ids would be, ready for `FrameReplay.extend`."""
+    rollout = env.rollout(steps, policy, break_when_any_done=False)
+    done = rollout["next", "done"].squeeze(-1).long()
+    rollout["collector", "traj_ids"] = torch.cumsum(done, 0) - done
+    return rollout
+
+
 def bytes_per_frame(obs_norm: dict, capacity: int = 1_000, steps: int = 1_500) -> dict:
     """Replay storage per stored step: the tutorial's (every key of a collected step, float32
     stacks) against the course's compact memory, filled by random play until it wraps."""
@@ -92,10 +101,7 @@ def bytes_per_frame(obs_norm: dict, capacity: int = 1_000, steps: int = 1_500) -
     env = make_env(obs_norm=obs_norm, seed=0)
     with tempfile.TemporaryDirectory(prefix="dqn-bench-") as tmp, scratch_dir(tmp) as scratch:
         replay = FrameReplay(capacity, 32, make_normalizer(obs_norm), scratch)
-        rollout = env.rollout(steps, break_when_any_done=False)
-        done = rollout["next", "done"].squeeze(-1).long()
-        # Number the episodes as a collector's trajectory ids would.
-        rollout["collector", "traj_ids"] = torch.cumsum(done, 0) - done
+        rollout = numbered_rollout(env, steps)
         for row in rollout.split(100):  # batches of 100 steps, episodes crossing them
             replay.extend(row)
         per_slot, per_step = replay.nbytes() / capacity, replay.bytes_per_step()
@@ -154,37 +160,32 @@ def learner_times(obs_norm: dict, config: Config, steps: int = 20) -> dict:
     (loss, backward, clip, Adam, target update). Milliseconds, medians of 3 rounds."""
     env = make_env(obs_norm=obs_norm, seed=0)
     model = make_model(env, config)
-    rollout = env.rollout(1_600, model.policy_explore, break_when_any_done=False)
+    rollout = numbered_rollout(env, 1_600, model.policy_explore)
     env.close()
-    done = rollout["next", "done"].squeeze(-1).long()
-    rollout["collector", "traj_ids"] = torch.cumsum(done, 0) - done
     loss_module, updater = make_loss(model.actor, config, "td-lambda")
     optim = make_optimizer(loss_module, config, torch.device("cpu"))
     threads = torch.get_num_threads()
     torch.set_num_threads(learner_threads())
-    with tempfile.TemporaryDirectory(prefix="dqn-bench-") as tmp, scratch_dir(tmp) as scratch:
-        replay = FrameReplay(
-            2_000, config.batch_size, make_normalizer(obs_norm), scratch, config.chunk_length
-        )
-        for row in rollout.split(2 * config.chunk_length):
-            replay.extend(row)
-        samples = [replay.sample() for _ in range(steps)]
+    try:
+        with tempfile.TemporaryDirectory(prefix="dqn-bench-") as tmp, scratch_dir(tmp) as scratch:
+            replay = FrameReplay(
+                2_000, config.batch_size, make_normalizer(obs_norm), scratch, config.chunk_length
+            )
+            for row in rollout.split(2 * config.chunk_length):
+                replay.extend(row)
+            samples = [replay.sample() for _ in range(steps)]
 
-        def sample() -> None:
-            replay.sample()
+            def step() -> None:
+                for s in samples:
+                    gradient_step(loss_module, optim, updater, s.clone(), config.max_grad_norm)
 
-        def step() -> None:
-            for s in samples:
-                gradient_step(loss_module, optim, updater, s.clone(), config.max_grad_norm)
-
-        try:
             return {
-                "sample_ms": _median_ms(lambda: [sample() for _ in range(steps)]) / steps,
+                "sample_ms": _median_ms(lambda: [replay.sample() for _ in range(steps)]) / steps,
                 "step_ms": _median_ms(step) / steps,
                 "threads": torch.get_num_threads(),
             }
-        finally:
-            torch.set_num_threads(threads)
+    finally:
+        torch.set_num_threads(threads)
 
 
 def _median_ms(work, repeats: int = 3) -> float:

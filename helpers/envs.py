@@ -70,8 +70,11 @@ def check_pipeline(pipeline: str) -> str:
     return pipeline
 
 
-def make_obs_norm(obs_norm: dict, in_keys: list | None = None) -> ObservationNorm:
-    """The ObservationNorm with saved constants `loc` and `scale`, on `in_keys` (["pixels"])."""
+def make_obs_norm(obs_norm: dict | None, in_keys: list | None = None) -> ObservationNorm:
+    """The ObservationNorm with saved constants `loc` and `scale`, on `in_keys` (["pixels"]);
+    without constants, a lazy one for `init_stats` (notebook 02)."""
+    if obs_norm is None:
+        return ObservationNorm(in_keys=in_keys or ["pixels"], standard_normal=True)
     return ObservationNorm(
         in_keys=in_keys or ["pixels"],
         loc=obs_norm["loc"].clone(),
@@ -124,13 +127,9 @@ def make_transforms(obs_norm: dict | None = None, pipeline: str = "course") -> C
     """
     reward = RewardScaling(loc=0.0, scale=0.1)  # reward 1 -> 0.1 per step
     if check_pipeline(pipeline) == "tutorial":
-        if obs_norm is None:
-            norm = ObservationNorm(in_keys=["pixels"], standard_normal=True)
-        else:
-            norm = make_obs_norm(obs_norm)
         stack = CatFrames(FRAME_STACK, in_keys=["pixels"], dim=-3)  # -> [4, 64, 64]
         shrink = [ToTensorImage(), reward, GrayScale(), Resize(FRAME_SIZE, FRAME_SIZE), stack]
-        return Compose(StepCounter(), *shrink, norm)
+        return Compose(StepCounter(), *shrink, make_obs_norm(obs_norm))
     return Compose(
         StepCounter(),  # counts the steps of each episode, for the logs and the replay memory
         # Shrink the frame while it is still uint8, then convert the small result to float:
@@ -155,7 +154,7 @@ def to_pixels(obs_norm: dict | None, in_keys: list, out_keys: list) -> list:
     if obs_norm is not None:
         return [FrameNorm(obs_norm, in_keys, out_keys)]
     to_float = ToTensorImage(in_keys=in_keys, out_keys=out_keys, shape_tolerant=True, from_int=True)
-    return [to_float, ObservationNorm(in_keys=out_keys, standard_normal=True)]
+    return [to_float, make_obs_norm(None, out_keys)]
 
 
 def make_env(

@@ -2,7 +2,7 @@
 snapshots of the agent's parameters while training goes on.
 
 Training hands over a snapshot every `eval_every` frames and does not wait for it; the episode
-lengths come back a few batches later (`EvaluatedLog` says what happens when the evaluator is
+lengths come back a few batches later (`Evaluations` says what happens when the evaluator is
 still busy). Each evaluation is the one an evaluation that stopped the training would make:
 the same fixed seeds, the same episodes, the same parameters.
 """

@@ -255,8 +255,7 @@ def _train(
                     if (due or arrived) and not last:
                         checkpoint(finished=False)  # what a run killed outright keeps
                 bar.update(data.numel())
-                if log.rows:
-                    bar.set_postfix(progress_postfix(log.rows), refresh=False)
+                bar.set_postfix(progress_postfix(log.rows), refresh=False)
                 if live is not None and arrived:
                     live.update(log.rows)
                 if stop.requested:

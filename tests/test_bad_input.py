@@ -223,21 +223,22 @@ def runs(tmp_path_factory):
     }
 
 
-def test_a_killed_collector_worker_ends_the_run_in_seconds_with_a_consistent_folder(runs):
-    rc, seconds, err = runs["kill"]
+@pytest.mark.parametrize(
+    "kill,folder,message",
+    [
+        ("kill", "stopped", "The collector's worker process"),
+        ("kill_evaluator", "no-evaluator", "The evaluation process"),
+    ],
+)
+def test_a_killed_worker_ends_the_run_in_seconds_with_a_consistent_folder(
+    runs, kill, folder, message
+):
+    rc, seconds, err = runs[kill]
     assert rc == 2 and seconds < 30, err[-2000:]
-    assert err.strip().splitlines()[-1].startswith("error: The collector's worker process")
-    state = torch.load(runs["stopped"] / "checkpoint.pt", weights_only=True)
-    assert state["interrupted"] and state["batches"] == rows(runs["stopped"])
-    assert (runs["stopped"] / "replay").is_dir()  # kept, for --resume
-
-
-def test_a_killed_evaluator_ends_the_run_in_seconds_with_a_consistent_folder(runs):
-    rc, seconds, err = runs["kill_evaluator"]
-    assert rc == 2 and seconds < 30, err[-2000:]
-    assert err.strip().splitlines()[-1].startswith("error: The evaluation process")
-    state = torch.load(runs["no-evaluator"] / "checkpoint.pt", weights_only=True)
-    assert state["interrupted"] and state["batches"] == rows(runs["no-evaluator"])
+    assert err.strip().splitlines()[-1].startswith(f"error: {message}")
+    state = torch.load(runs[folder] / "checkpoint.pt", weights_only=True)
+    assert state["interrupted"] and state["batches"] == rows(runs[folder])
+    assert (runs[folder] / "replay").is_dir()  # kept, for --resume
     left = [
         p
         for p in psutil.process_iter(["cmdline"])
