@@ -1,10 +1,13 @@
-# The course's commands: `make course` runs every notebook, `make test` runs the checks CI runs.
+# The course's commands: `make course` runs every notebook, `make test` runs the checks CI runs,
+# `make book` builds the course's website.
 SHELL := /bin/bash
-PYTHON ?= $(shell command -v python3.11 || command -v python3)
+# Python 3.11, 3.12 or 3.13 (the versions run: README, "Python versions"); 3.11 where there is one.
+PYTHON ?= $(shell command -v python3.11 || command -v python3.13 || command -v python3.12 || command -v python3)
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 SCALE_STAMP := $(VENV)/.installed-scale
+BOOK_STAMP := $(VENV)/.installed-book
 NBGRADER := $(VENV)/nbgrader
 MODE ?= $(or $(DQN_COURSE_MODE),workshop)
 NOTEBOOKS := $(sort $(wildcard notebooks/0*.ipynb))
@@ -12,10 +15,10 @@ NOTEBOOKS := $(sort $(wildcard notebooks/0*.ipynb))
 export SDL_VIDEODRIVER ?= dummy
 export PYTHONUNBUFFERED := 1
 
-.PHONY: course test exercises lab scale lint format clean
+.PHONY: course test book exercises lab scale lint format clean
 
 $(STAMP): pyproject.toml
-	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info[:2] == (3, 11) else "The course needs Python 3.11; set PYTHON=/path/to/python3.11")'
+	@$(PYTHON) -c 'import sys; sys.exit(0 if (3, 11) <= sys.version_info[:2] <= (3, 13) else f"The course runs on Python 3.11 to 3.13, not {sys.version.split()[0]}: set PYTHON=/path/to/python3.11 (or 3.12, 3.13)")'
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
 	$(BIN)/python -m pip install --quiet -e '.[dev]'
@@ -36,6 +39,7 @@ course: $(STAMP)
 		DQN_COURSE_MODE=$(MODE) $(BIN)/jupyter nbconvert --to notebook --execute \
 			--ExecutePreprocessor.timeout=3600 --output-dir outputs "$$nb" || exit 1; \
 		seconds=$$(( $$(date +%s) - start )); \
+		$(BIN)/python book/site_builder.py record "$$nb" $(MODE); \
 		echo "   done in $$seconds s"; \
 		echo "$$(basename $$nb .ipynb) $$seconds" >> outputs/notebook-times-$(MODE).txt; \
 	done
@@ -43,13 +47,24 @@ course: $(STAMP)
 	@$(BIN)/python -c 'from helpers.video import report_video; report_video()'
 
 ## test: unit tests, lint, then every notebook in smoke mode (what CI runs)
-test: $(STAMP) $(SCALE_STAMP) $(NBGRADER)/.installed
+test: $(STAMP) $(SCALE_STAMP) $(BOOK_STAMP) $(NBGRADER)/.installed
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
+	$(MAKE) --no-print-directory book MODE=smoke  # the site that tests/test_site.py opens
 	$(BIN)/python -m pytest -rs tests
 	rm -rf build/test-outputs
 	DQN_COURSE_MODE=smoke DQN_COURSE_OUTPUT_DIR=$(CURDIR)/build/test-outputs \
 		$(BIN)/python -m pytest --nbval-lax --nbval-cell-timeout=600 -p no:cacheprovider notebooks
+
+# Jupyter Book 1, for `make book` (optional for the course; the tests use it)
+$(BOOK_STAMP): $(STAMP)
+	$(BIN)/python -m pip install --quiet -e '.[dev,book]'
+	@touch $(BOOK_STAMP)
+
+## book: the course as a website in build/site/, from the notebooks executed in $(MODE) mode
+## (outputs/ when `make course` left them current, otherwise executed again into build/book/)
+book: $(BOOK_STAMP) $(NBGRADER)/.installed
+	$(BIN)/python book/site_builder.py build --mode $(MODE)
 
 # nbgrader and the packages it needs beyond the course's, importable only with PYTHONPATH set
 $(NBGRADER)/.installed: $(STAMP)

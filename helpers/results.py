@@ -50,6 +50,8 @@ def load_run(folder: str | Path) -> dict:
         "final": evaluation,
         "eval_frames": frames,
         "eval_means": means,
+        "eval_every": run["config"].get("eval_every", 10_000),
+        "eval_max_steps": run["config"].get("eval_max_steps", 500),
     }
     for threshold in THRESHOLDS:
         first = next((i for i, m in enumerate(means) if m >= threshold), None)
@@ -111,15 +113,37 @@ def summary_table(runs: list[dict], key: tuple[str, ...] = ("preset", "mode", "t
     return "\n".join(lines)
 
 
-def band(runs: list[dict]) -> tuple[list[float], list[float], list[float], list[float]]:
-    """Frames, lowest, mean and highest evaluation mean across runs, evaluation by evaluation.
+def eval_slots(run: dict) -> dict[int, float]:
+    """A run's evaluation means by slot: slot k is the snapshot taken when the frames crossed
+    k * eval_every (slot 0, the first batch). After a perfect evaluation (every episode at
+    eval_max_steps) a run evaluates no more, so each later slot, up to its last frames, holds
+    that perfect mean: it is the agent the run keeps."""
+    every = run["eval_every"]
+    slots = {round(f / every): m for f, m in zip(run["eval_frames"], run["eval_means"])}
+    perfect = [k for k, m in slots.items() if m >= run["eval_max_steps"]]
+    if perfect:
+        first = min(perfect)
+        for k in range(first + 1, run["frames"] // every + 1):
+            slots.setdefault(k, slots[first])
+    return slots
 
-    The runs' evaluations happen at the same frame counts (every `eval_every` frames, to a
-    batch), so the i-th evaluation of every run is one point of the band.
+
+def band(runs: list[dict]) -> tuple[list[float], list[float], list[float], list[float]]:
+    """Frames, lowest, mean and highest evaluation mean across runs, slot by slot.
+
+    Runs evaluate a snapshot every `eval_every` frames (to a batch); the evaluations are
+    matched by those frame counts (`eval_slots`), not by their order, since a run skips a
+    snapshot that a newer one replaced while it waited. A slot that some run lacks is left out.
     """
-    n = min(len(r["eval_means"]) for r in runs)
-    frames = [statistics.fmean(r["eval_frames"][i] for r in runs) for i in range(n)]
-    values = [[r["eval_means"][i] for r in runs] for i in range(n)]
+    slots = [eval_slots(r) for r in runs]
+    shared = sorted(set.intersection(*(set(s) for s in slots)))
+    at = {}  # slot -> the frame counts at which runs evaluated it
+    for r in runs:
+        for f in r["eval_frames"]:
+            at.setdefault(round(f / r["eval_every"]), []).append(f)
+    every = statistics.fmean(r["eval_every"] for r in runs)
+    frames = [statistics.fmean(at[k]) if k in at else k * every for k in shared]
+    values = [[s[k] for s in slots] for k in shared]
     return (
         frames,
         [min(v) for v in values],

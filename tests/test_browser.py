@@ -27,22 +27,10 @@ import urllib.request
 from pathlib import Path
 
 import pytest
-from clitools import in_ci
+from chromium import expect, skip_without_browser
 
 ROOT = Path(__file__).resolve().parent.parent
-CHROMIUM = Path("/usr/bin/chromium")
 SHOTS = ROOT / "build" / "browser-screenshots"
-CHROMIUM_ARGS = [
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-dev-shm-usage",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-    "--no-first-run",
-    "--disable-quic",
-]
-INSTALL_HINT = "apt-get install chromium && pip install -e '.[dev]'"
 START_TIMEOUT = 120  # s for JupyterLab to answer
 RUN_TIMEOUT = 300  # s for one notebook to run (smoke mode: well under a minute on a 2-core CPU)
 UI_TIMEOUT = 60  # s for the page to react to a click or a key
@@ -56,39 +44,7 @@ LAB_SETTINGS = {
 }
 
 
-try:
-    from playwright.sync_api import expect, sync_playwright
-except ImportError:
-    expect = sync_playwright = None
-MISSING = [
-    what
-    for what, present in [
-        ("the playwright package", sync_playwright is not None),
-        (f"Chromium at {CHROMIUM}", CHROMIUM.is_file() and os.access(CHROMIUM, os.X_OK)),
-    ]
-    if not present
-]
-MISSING_MESSAGE = f"browser test needs {' and '.join(MISSING)}: {INSTALL_HINT}"
-if MISSING and not in_ci():  # one line in `make test` (pytest -rs); CI must run it
-    pytest.skip(MISSING_MESSAGE, allow_module_level=True)
-
-
-@pytest.fixture(scope="module")
-def playwright_api():
-    """Playwright's sync API; a failure when it or Chromium is missing (only under CI here)."""
-    if MISSING:
-        pytest.fail(f"{MISSING_MESSAGE} (CI is set: not skipped)", pytrace=False)
-    with sync_playwright() as pw:
-        yield pw
-
-
-@pytest.fixture(scope="module")
-def browser(playwright_api):
-    browser = playwright_api.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
-    try:
-        yield browser
-    finally:
-        browser.close()
+skip_without_browser()
 
 
 @pytest.fixture(scope="module")

@@ -13,16 +13,21 @@ from helpers.timings import format_seconds, load_times, notebook_time
 README = Path(__file__).resolve().parent.parent / "README.md"
 
 
-def write_run(folder: Path, seed: int, evals: list[tuple[int, float]], final: list[int]) -> None:
-    """A run folder as `train` and the runner leave it, with the given evaluations."""
+def write_run(
+    folder: Path, seed: int, evals: list[tuple[int, float]], final: list[int], last: int = 0
+) -> None:
+    """A run folder as `train` and the runner leave it, with the given evaluations (its last
+    row at `last` frames, if later than the last evaluation)."""
     folder.mkdir(parents=True)
-    config = {"network": "course"}
+    config = {"network": "course", "eval_every": 10_000, "eval_max_steps": 500}
     (folder / "run.json").write_text(
         json.dumps({"target": "td-lambda", "mode": "full", "seed": seed, "config": config})
     )
     log = CsvLog(folder / "log.csv")
     for i, (frames, mean) in enumerate(evals):
         log.write({"batch": i, "frames": frames, "eval_mean": mean, "seconds": 60.0 * (i + 1)})
+    if last > evals[-1][0]:
+        log.write({"batch": len(evals), "frames": last, "seconds": 60.0 * (len(evals) + 1)})
     n = len(final)
     mean = sum(final) / n
     std = (sum((x - mean) ** 2 for x in final) / n) ** 0.5
@@ -48,6 +53,16 @@ def test_band_and_tables_by_hand(tmp_path):
     assert rows[3].endswith("| 20,032 (3.0) | 20,032 (3.0) |")
     summary = summary_table(runs).splitlines()
     assert summary[2] == "| course | full | td-lambda | 2 | 490.0, 500.0 | 495.0 ± 5.0 | 11.0 |"
+
+
+def test_band_matches_evaluations_by_frames_not_by_order(tmp_path):
+    # Run a skipped its 10,000-frame snapshot (replaced while it waited); run b was perfect at
+    # 20,000 frames and evaluated no more up to its last frames, 40,000.
+    write_run(tmp_path / "a", 0, [(32, 10.0), (20_000, 300.0), (30_016, 400.0)], [500], 40_000)
+    write_run(tmp_path / "b", 1, [(32, 20.0), (10_000, 100.0), (20_032, 500.0)], [500], 40_000)
+    frames, low, mean, high = band(load_runs(tmp_path))
+    assert frames == [32, 20_016, 30_016]  # slot 1 left out; slot 3 is b's kept perfect agent
+    assert (low, mean, high) == ([10, 300, 400], [15, 400, 450], [20, 500, 500])
 
 
 def test_the_readme_shows_the_shipped_results():
