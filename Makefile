@@ -51,7 +51,7 @@ test: $(STAMP) $(SCALE_STAMP) $(BOOK_STAMP) $(NBGRADER)/.installed
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	$(MAKE) --no-print-directory book MODE=smoke  # the site that tests/test_site.py opens
-	$(BIN)/python -m pytest -rs tests
+	$(BIN)/python -m pytest -rs --durations=20 tests
 	rm -rf build/test-outputs
 	DQN_COURSE_MODE=smoke DQN_COURSE_OUTPUT_DIR=$(CURDIR)/build/test-outputs \
 		$(BIN)/python -m pytest --nbval-lax --nbval-cell-timeout=600 -p no:cacheprovider notebooks

@@ -8,7 +8,7 @@ import json
 import sys
 from pathlib import Path
 
-from helpers.config import MODES, PRESETS, TARGETS, TEST_SEED
+from helpers.config import MAX_STEPS, MODES, PRESETS, TARGETS, TEST_SEED
 
 
 def _train(args: argparse.Namespace) -> int:
@@ -178,7 +178,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--checkpoint", required=True, help="checkpoint.pt written by train")
     p.add_argument("--out", required=True, help="video file to write: FILE.mp4 or FILE.gif")
     p.add_argument(
-        "--max-steps", type=int, default=500, help="longest episode to record (default: 500)"
+        "--max-steps",
+        type=int,
+        default=MAX_STEPS,
+        help=f"longest episode to record (default: {MAX_STEPS})",
     )
     p.add_argument("--seed", type=int, default=0, help="seed of the episode (default: 0)")
     p.add_argument(

@@ -14,6 +14,7 @@ TARGETS = ("td0", "td-lambda")  # one-step targets (notebook 04), lambda-returns
 # evaluation and `python -m helpers evaluate` (they only report).
 EVAL_SEED = 100_000
 TEST_SEED = 200_000
+MAX_STEPS = 500  # CartPole-v1 truncates its episodes at 500 steps
 DEFAULT_MODE = "workshop"
 MODE_VARIABLE = "DQN_COURSE_MODE"
 
@@ -81,7 +82,7 @@ class Config:
     eval_every: int = 10_000  # frames between two evaluations during training
     eval_episodes: int = 5  # episodes per evaluation during training
     final_episodes: int = 100  # episodes of the final evaluation, on other seeds
-    eval_max_steps: int = 500  # CartPole-v1 truncates episodes at 500 steps anyway
+    eval_max_steps: int = MAX_STEPS  # the longest evaluation episode (CartPole-v1 stops there)
     norm_init_iter: int = 1_000  # random steps used to compute the normalization constants
 
     def __post_init__(self) -> None:

@@ -20,10 +20,14 @@ from torchrl.envs import EnvBase, ExplorationType, set_exploration_type
 
 from helpers.agents import load_agent
 from helpers.checkpoints import CHECKPOINT_FILE
-from helpers.config import EVAL_SEED, TEST_SEED, Config  # noqa: F401 (EVAL_SEED: notebook 04 reads it here)
+from helpers.config import (  # noqa: F401 (EVAL_SEED: notebook 04 reads it here)
+    EVAL_SEED,
+    MAX_STEPS,
+    TEST_SEED,
+    Config,
+)
 from helpers.runs import EVALUATION_FILE
 
-MAX_STEPS = 500  # CartPole-v1 truncates episodes at 500 steps
 MAX_EPISODE_SEED = 2**32 - 1  # numpy's seeds, which gymnasium's environments take
 
 

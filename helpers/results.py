@@ -14,7 +14,7 @@ from pathlib import Path
 import matplotlib.pyplot as plt
 from matplotlib.axes import Axes
 
-from helpers.config import PRESETS
+from helpers.config import PRESETS, Config
 from helpers.logs import column, read_log
 from helpers.plots import RANDOM_POLICY_STEPS
 from helpers.runs import COMMAND_FILE, EVALUATION_FILE, LOG_FILE, RUN_FILE, read_json
@@ -50,8 +50,8 @@ def load_run(folder: str | Path) -> dict:
         "final": evaluation,
         "eval_frames": frames,
         "eval_means": means,
-        "eval_every": run["config"].get("eval_every", 10_000),
-        "eval_max_steps": run["config"].get("eval_max_steps", 500),
+        "eval_every": run["config"].get("eval_every", Config.eval_every),
+        "eval_max_steps": run["config"].get("eval_max_steps", Config.eval_max_steps),
     }
     for threshold in THRESHOLDS:
         first = next((i for i, m in enumerate(means) if m >= threshold), None)

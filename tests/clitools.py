@@ -7,7 +7,7 @@ import sys
 
 def cli(*args: str) -> subprocess.CompletedProcess:
     """`python -m helpers ARGS`, with headless rendering; returns the finished process."""
-    env = {**os.environ, "SDL_VIDEODRIVER": "dummy"}
+    env = dict(os.environ)  # (headless: conftest sets SDL_VIDEODRIVER)
     return subprocess.run(
         [sys.executable, "-m", "helpers", *args],
         capture_output=True,
@@ -20,7 +20,7 @@ def cli(*args: str) -> subprocess.CompletedProcess:
 def start_cli(*args: str) -> subprocess.Popen:
     """`python -m helpers ARGS` started in its own process group, as a terminal starts a command
     (Ctrl+C there is SIGINT to the whole group); stdout and stderr are piped."""
-    env = {**os.environ, "SDL_VIDEODRIVER": "dummy"}
+    env = dict(os.environ)  # (headless: conftest sets SDL_VIDEODRIVER)
     return subprocess.Popen(
         [sys.executable, "-m", "helpers", *args],
         env=env,

@@ -43,14 +43,6 @@ def test_value_head_bias_starts_at_init_bias(model):
     assert net.value[-1].bias.item() == config.init_bias
 
 
-def test_dueling_combination(model):
-    net = model.actor.module[0].module
-    x = torch.randn(3, 4, 64, 64)
-    features = net.features(x)
-    advantage, value = net.advantage(features), net.value(features)
-    torch.testing.assert_close(net(x), value + advantage - advantage.mean(-1, keepdim=True))
-
-
 def test_q_values_of_other_params_leave_the_module_alone(model):
     # The functional call notebook 03 uses for the target network: another set of parameters
     # (here a shifted copy) gives other Q-values, and the module's own parameters are untouched.

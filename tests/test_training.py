@@ -190,10 +190,8 @@ def test_interrupt_keeps_log_and_checkpoint_and_stops_workers(tmp_path, signum, 
     proc = start_run(out)
     wait_for_rows(out / "log.csv", 3)
     processes = psutil.Process(proc.pid).children(recursive=True)
-    sent = time.monotonic()
     os.killpg(proc.pid, signum) if group else proc.send_signal(signum)
-    stdout, stderr = proc.communicate(timeout=60)
-    assert time.monotonic() - sent < 15, "the run took more than 15 s to stop"
+    stdout, stderr = proc.communicate(timeout=60)  # (a run that does not stop fails here)
     assert proc.returncode == 130, stderr[-2000:]
     assert "Interrupted" in stdout
     assert_consistent(out, finished=False)
@@ -268,7 +266,7 @@ def test_two_runs_in_one_folder(tmp_path):
 def test_a_full_disk_keeps_the_last_checkpoint(td0_run, tmp_path):
     copy = shutil.copytree(td0_run[0], tmp_path / "run")
     before = (copy / "checkpoint.pt").read_bytes()
-    env = {**os.environ, "SDL_VIDEODRIVER": "dummy"}
+    env = dict(os.environ)  # (headless: conftest sets SDL_VIDEODRIVER)
     limit = len(before) // 2  # room for the log and the replay memory, not for a checkpoint
     script = f"ulimit -f {limit // 1024} && exec {sys.executable} -m helpers train "
     script += f"--target td0 --mode smoke --frames {FRAMES + 256} --out {copy} --resume"
@@ -307,7 +305,7 @@ def test_a_script_without_a_main_guard_fails_clearly_and_exits(tmp_path):
     script.write_text(
         f"from helpers.training import train\ntrain('td0', {str(out)!r}, mode='smoke', progress=False)\n"
     )
-    env = {**os.environ, "SDL_VIDEODRIVER": "dummy"}
+    env = dict(os.environ)  # (headless: conftest sets SDL_VIDEODRIVER)
     result = subprocess.run(
         [sys.executable, str(script)], env=env, capture_output=True, text=True, timeout=120
     )
@@ -323,7 +321,7 @@ def test_a_script_without_a_main_guard_fails_clearly_and_exits(tmp_path):
 def test_a_bad_device_is_one_line_and_leaves_the_folder_alone(td0_run, device, message):
     out = td0_run[0]
     before = contents(out)
-    env = {**os.environ, "SDL_VIDEODRIVER": "dummy", "DQN_COURSE_DEVICE": device}
+    env = {**os.environ, "DQN_COURSE_DEVICE": device}
     args = [sys.executable, "-m", "helpers", "train", "--target", "td0", "--mode", "smoke"]
     result = subprocess.run(
         [*args, "--out", str(out), "--overwrite"], env=env, capture_output=True, text=True
@@ -397,11 +395,17 @@ def test_resuming_with_another_pipeline_is_refused(td0_run, tmp_path):
     assert contents(copy) == before
 
 
-def test_help_explains_each_option():
-    result = cli("train", "--help")
-    options = ("--target", "--mode", "--preset", "--frames", "--seed", "--out", "--resume")
-    for option in (*options, "--overwrite"):
-        assert option in result.stdout
+@pytest.mark.parametrize(
+    "command", ["", "train", "evaluate", "video", "bench", "results", "sweep", "ship"]
+)
+def test_help_answers_without_importing_torch(command):
+    # `python -X importtime` lists every module the interpreter imported, one per line.
+    args = [sys.executable, "-X", "importtime", "-m", "helpers", *command.split(), "--help"]
+    result = subprocess.run(args, capture_output=True, text=True, timeout=60)
+    assert result.returncode == 0 and "usage:" in result.stdout, result.stderr[-2000:]
+    imported = {line.rsplit("|", 1)[-1].strip() for line in result.stderr.splitlines()}
+    assert "helpers.cli" in imported  # the listing is there: the check can fail
+    assert not imported & {"torch", "torchrl", "tensordict"}, command
 
 
 def test_overwrite_keeps_the_replaced_run_in_previous(td0_run, tmp_path):
