@@ -31,6 +31,7 @@ from helpers.losses import make_loss
 from helpers.models import make_model
 from helpers.normalization import compute_norm_constants, make_normalizer
 from helpers.replay import scratch_dir
+from helpers.runs import LOG_FILE
 
 BENCH_FRAMES = 1_024  # frames of each benchmark training run at the tutorial's settings
 RECIPE_FRAMES = 4_096  # ... and with the course's recipe, which runs several times faster
@@ -215,7 +216,7 @@ def training_rate(config: Config, target: str, name: str) -> dict:
         peak = _peak_memory(proc)
         if proc.returncode:
             raise RuntimeError(f"benchmark run {name} failed with exit code {proc.returncode}")
-        rows = read_log(out / "log.csv")
+        rows = read_log(out / LOG_FILE)
     trained = [r for r in rows if r["loss"] == r["loss"]]  # from the first gradient step on
     first, last = trained[0], trained[-1]
     rate = (last["frames"] - first["frames"]) / (last["seconds"] - first["seconds"])

@@ -11,21 +11,27 @@ from matplotlib.figure import Figure
 from helpers.logs import column
 
 RANDOM_POLICY_STEPS = 22  # a random policy keeps CartPole up for about 22 steps
+EVAL_LABEL = "evaluation: mean episode length"
+
+
+def eval_axes(ax, xlabel: str = "frames collected", title: str = "", legend: bool = True) -> None:
+    """The style every evaluation-curve panel shares: the random policy's line, the labels,
+    and (with `legend`) the legend."""
+    ax.axhline(RANDOM_POLICY_STEPS, color="grey", ls="--", lw=1, label="random policy")
+    ax.set(xlabel=xlabel, ylabel=EVAL_LABEL, title=title)
+    if legend:
+        ax.legend(loc="upper left")
 
 
 def plot_training(rows: list[dict], title: str = "", path: str | Path | None = None) -> Figure:
     """The tutorial's six panels: evaluation by frames and by trajectories, loss, value,
     gradient norm and training episode length."""
     fig, axes = plt.subplots(2, 3, figsize=(15, 8))
-    panels = [
-        (axes[0, 0], "frames", "frames collected", "evaluation: mean episode length"),
-        (axes[0, 1], "trajectories", "training trajectories", "evaluation: mean episode length"),
-    ]
-    for ax, x, xlabel, ylabel in panels:
+    panels = [(axes[0, 0], "frames", "frames collected")]
+    panels += [(axes[0, 1], "trajectories", "training trajectories")]
+    for ax, x, xlabel in panels:
         _eval_curve(ax, rows, x, label="evaluation (mean ± std)")
-        ax.axhline(RANDOM_POLICY_STEPS, color="grey", ls="--", lw=1, label="random policy")
-        ax.set(xlabel=xlabel, ylabel=ylabel)
-        ax.legend()
+        eval_axes(ax, xlabel)
     for ax, name in zip(axes[0, 2:].tolist() + axes[1].tolist(), ["loss", "value", "grad_norm"]):
         ax.plot(column(rows, "frames", name), column(rows, name, name))
         ax.set(xlabel="frames collected", title=name.replace("_", " "))
@@ -46,9 +52,7 @@ def plot_comparison(runs: dict[str, list[dict]], path: str | Path | None = None)
         for ax, x in zip(axes, ["frames", "trajectories"]):
             _eval_curve(ax, rows, x, label=name)
     for ax, xlabel in zip(axes, ["frames collected", "training trajectories collected"]):
-        ax.axhline(RANDOM_POLICY_STEPS, color="grey", ls="--", lw=1, label="random policy")
-        ax.set(xlabel=xlabel, ylabel="evaluation: mean episode length")
-        ax.legend()
+        eval_axes(ax, xlabel)
     fig.tight_layout()
     if path is not None:
         fig.savefig(path, dpi=80)
@@ -78,8 +82,7 @@ class LiveCurve:
     def update(self, rows: list[dict]) -> None:
         self.ax.clear()
         _eval_curve(self.ax, rows, "frames")
-        self.ax.axhline(RANDOM_POLICY_STEPS, color="grey", ls="--", lw=1)
-        self.ax.set(xlabel="frames collected", ylabel="evaluation: mean episode length")
+        eval_axes(self.ax, legend=False)
         self.handle.update(self.fig)
 
 

@@ -21,6 +21,7 @@ from torchrl.data import LazyMemmapStorage, TensorDictReplayBuffer
 from helpers.config import Config
 from helpers.envs import FRAME_SIZE, check_pipeline
 from helpers.frame_replay import FrameReplay, min_capacity
+from helpers.losses import check_target
 from helpers.normalization import make_normalizer
 from helpers.replay_files import (
     ReplayDiskError,
@@ -116,8 +117,7 @@ def make_replay_buffer(
         obs_norm: normalization constants (the compact memory normalizes on sampling).
         saved: the `state_dict()` of the compact memory already in `folder`, to go on with it.
     """
-    if target not in ("td0", "td-lambda"):
-        raise ValueError(f"Unknown target {target!r}: choose 'td0' or 'td-lambda'.")
+    check_target(target)
     if check_pipeline(config.pipeline) == "tutorial":
         return NaiveReplay(config, target, folder)
     if obs_norm is None:

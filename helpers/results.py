@@ -16,7 +16,7 @@ from matplotlib.axes import Axes
 
 from helpers.config import PRESETS, Config
 from helpers.logs import column, read_log
-from helpers.plots import RANDOM_POLICY_STEPS
+from helpers.plots import eval_axes
 from helpers.runs import COMMAND_FILE, EVALUATION_FILE, LOG_FILE, RUN_FILE, read_json
 
 RESULTS_DIR = Path(__file__).resolve().parent.parent / "results" / "runs"
@@ -169,10 +169,8 @@ def reference_runs(
 
 def finish_figure(fig, ax: Axes, title: str):
     """The axes, limits and legend shared by the course's evaluation-curve figures."""
-    ax.axhline(RANDOM_POLICY_STEPS, color="grey", ls="--", lw=1, label="random policy")
-    ax.set(xlabel="frames collected", ylabel="evaluation: mean episode length", title=title)
     ax.set_ylim(0, 520)
-    ax.legend(loc="upper left")
+    eval_axes(ax, title=title)
     fig.tight_layout()
     return fig
 

@@ -40,17 +40,23 @@ PREVIOUS_DIR = "previous"  # where --overwrite keeps the run it replaced
 PENDING_DIR = "previous.pending"  # ... until the new run has saved its first checkpoint
 LOCK_FILE = ".lock"  # held (flock) by the run using the folder; the kernel frees it on any exit
 MAX_FRAMES = 10**9  # far beyond any run of this course; larger numbers overflow schedules
-MAX_SEED = 2**31 - 20_000  # the evaluation environment uses seed + 10,000
+MAX_SEED = 2**31 - 20_000  # seeds go up from here for the collector's environments
 
 
 class RunFolderError(ValueError):
     """A run folder that cannot be used as asked (busy, holding another run, not writable)."""
 
 
+def check_seed(seed: int, option: str = "--seed") -> int:
+    """Return `seed` if it is a training seed the course can use, else a one-line ValueError."""
+    if not 0 <= seed <= MAX_SEED:
+        raise ValueError(f"{option} must be between 0 and {MAX_SEED:,}, got {seed}.")
+    return seed
+
+
 def check_run_arguments(config: Config, seed: int) -> None:
     """Refuse, before anything is written, a run that cannot work."""
-    if not 0 <= seed <= MAX_SEED:
-        raise ValueError(f"--seed must be between 0 and {MAX_SEED:,}, got {seed}.")
+    check_seed(seed)
     if config.total_frames < config.frames_per_batch:
         raise ValueError(
             f"total_frames ({config.total_frames}) is smaller than one batch "

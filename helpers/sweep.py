@@ -35,7 +35,7 @@ from helpers.results import (
     results_table,
     summary_table,
 )
-from helpers.runs import EVALUATION_FILE, MAX_SEED, wait_until_free
+from helpers.runs import EVALUATION_FILE, check_seed, wait_until_free
 from helpers.workers import interrupts_raise
 
 SUMMARY_FILE, BANDS_CSV, BANDS_PNG = "summary.md", "bands.csv", "bands.png"
@@ -67,8 +67,7 @@ def plan_sweep(targets: list[str], seeds: list[int], grid: list[str]) -> list[Sw
     for target in targets:
         check_target(target)
     for seed in seeds:
-        if not 0 <= seed <= MAX_SEED:
-            raise ValueError(f"--seeds must be between 0 and {MAX_SEED:,}, got {seed}.")
+        check_seed(seed, "--seeds")
     for name, values in (("--seeds", seeds), ("--targets", targets)):
         twice = sorted({str(v) for v in values if values.count(v) > 1})
         if twice:

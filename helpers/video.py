@@ -14,13 +14,13 @@ from helpers.agents import load_agent
 from helpers.evaluation import MAX_STEPS, play_episode
 from helpers.machine import output_dir
 
-RAW_KEY = "pixels_save"  # the untouched RGB frame, copied before the other transforms
+RAW_KEY = "pixels_raw"  # the untouched RGB frame, copied before the other transforms
 VIDEO_NAME = "td-lambda-agent.mp4"  # what `make course` leaves in outputs/
 VIDEO_FORMATS = (".mp4", ".gif")
 
 
 def keep_raw_frames(env: TransformedEnv) -> TransformedEnv:
-    """Copy each raw frame to `pixels_save` ahead of the transforms, which change `pixels` in place."""
+    """Copy each raw frame to `pixels_raw` (RAW_KEY) ahead of the transforms, which change `pixels` in place."""
     env.transform.insert(0, CatTensors(["pixels"], RAW_KEY, del_keys=False))
     return env
 
