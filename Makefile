@@ -15,7 +15,7 @@ NOTEBOOKS := $(sort $(wildcard notebooks/0*.ipynb))
 export SDL_VIDEODRIVER ?= dummy
 export PYTHONUNBUFFERED := 1
 
-.PHONY: course test book exercises lab scale lint format clean
+.PHONY: course test check book exercises lab scale lint format clean
 
 $(STAMP): pyproject.toml
 	@$(PYTHON) -c 'import sys; sys.exit(0 if (3, 11) <= sys.version_info[:2] <= (3, 13) else f"The course runs on Python 3.11 to 3.13, not {sys.version.split()[0]}: set PYTHON=/path/to/python3.11 (or 3.12, 3.13)")'
@@ -65,6 +65,13 @@ $(BOOK_STAMP): $(STAMP)
 ## (outputs/ when `make course` left them current, otherwise executed again into build/book/)
 book: $(BOOK_STAMP) $(NBGRADER)/.installed
 	$(BIN)/python book/site_builder.py build --mode $(MODE)
+
+## check: the quick lane for everyday work: lint and the unit tests not marked slow (make test
+## runs everything)
+check: $(STAMP) $(NBGRADER)/.installed
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+	$(BIN)/python -m pytest -rs -m "not slow" tests
 
 # nbgrader and the packages it needs beyond the course's, importable only with PYTHONPATH set
 $(NBGRADER)/.installed: $(STAMP)

@@ -21,6 +21,8 @@ from helpers.evaluation import (
 )
 from helpers.video import RAW_KEY, keep_raw_frames, write_video
 
+pytestmark = pytest.mark.slow  # left out of the quick lane (make check)
+
 
 @pytest.fixture(scope="module")
 def checkpoint(tmp_path_factory):

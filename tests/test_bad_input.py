@@ -223,6 +223,7 @@ def runs(tmp_path_factory):
     }
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(
     "kill,folder,message",
     [
@@ -247,6 +248,7 @@ def test_a_killed_worker_ends_the_run_in_seconds_with_a_consistent_folder(
     assert not left  # no orphaned worker
 
 
+@pytest.mark.slow
 def test_the_killed_run_resumes(runs, tmp_path):
     copy = Path(shutil.copytree(runs["stopped"], tmp_path / "run"))
     batches = rows(copy)

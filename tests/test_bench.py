@@ -3,7 +3,11 @@
 import subprocess
 import sys
 
+import pytest
+
 from helpers.bench import bytes_per_frame, format_bench
+
+pytestmark = pytest.mark.slow  # left out of the quick lane (make check)
 
 
 def test_replay_bytes_per_step_by_hand(obs_norm):

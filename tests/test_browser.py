@@ -29,6 +29,8 @@ from pathlib import Path
 import pytest
 from chromium import expect, skip_without_browser
 
+pytestmark = pytest.mark.slow  # left out of the quick lane (make check)
+
 ROOT = Path(__file__).resolve().parent.parent
 SHOTS = ROOT / "build" / "browser-screenshots"
 START_TIMEOUT = 120  # s for JupyterLab to answer

@@ -12,6 +12,8 @@ from clitools import cli, start_cli
 
 from helpers.logs import read_log
 
+pytestmark = pytest.mark.slow  # left out of the quick lane (make check)
+
 TRAIN = ["train", "--target", "td0", "--mode", "smoke"]
 
 

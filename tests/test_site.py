@@ -19,6 +19,8 @@ import pytest
 from chromium import skip_without_browser
 from clitools import in_ci
 
+pytestmark = pytest.mark.slow  # left out of the quick lane (make check)
+
 ROOT = Path(__file__).resolve().parent.parent
 SITE = ROOT / "build" / "site"
 SHOTS = ROOT / "build" / "site-screenshots"
@@ -132,6 +134,8 @@ def test_notebook_pages_show_outputs_and_a_download(visits):
     for name in PAGES[1:7]:
         text = visits["pages"][name]["text"]
         assert "Download this notebook" in text, name
+        # A Markdown table a cell printed is drawn as a table, not left as its | ... | source.
+        assert not re.search(r"\|\s*[-—–:]{1,3}\s*\|", text), f"{name}: a table left as text"
     assert "mode" in visits["pages"]["index.html"]["text"]  # which run the site shows
 
 

@@ -16,6 +16,8 @@ from clitools import cli, in_ci, start_cli
 from helpers.logs import read_log
 from helpers.sweep import plan_sweep
 
+pytestmark = pytest.mark.slow  # left out of the quick lane (make check)
+
 try:
     import ray  # noqa: F401
 except ImportError:

@@ -18,6 +18,8 @@ from clitools import cli, start_cli
 
 from helpers.logs import LOG_COLUMNS, read_log
 
+pytestmark = pytest.mark.slow  # left out of the quick lane (make check)
+
 FRAMES = 160  # five smoke batches: training starts after the second
 
 
