@@ -7,7 +7,7 @@ import pytest
 
 from helpers.logs import CsvLog
 from helpers.machine import setup_banner
-from helpers.results import RESULTS_DIR, band, load_runs, results_table, summary_table
+from helpers.results import RESULTS_DIR, band, load_run, load_runs, results_table, summary_table
 from helpers.timings import format_seconds, load_times, notebook_time
 
 README = Path(__file__).resolve().parent.parent / "README.md"
@@ -106,17 +106,22 @@ def test_the_readme_and_the_notebooks_show_the_measured_times():
     assert "this notebook takes about: smoke " in setup_banner("smoke", notebook="04_td0")
 
 
-def test_the_lever_table_says_what_its_runs_measured():
+def test_the_lever_tables_say_what_their_runs_measured():
     """results/levers/README.md: each run's final mean, episodes, minimum and wall minutes are
-    the ones in its folder."""
+    the ones in its folder, and so are the candidate's frames to 195 and 490."""
     levers = Path(__file__).resolve().parent.parent / "results" / "levers"
-    table = (levers / "README.md").read_text().split("| run | seed |")[1].split("\n\n")[0]
-    lines = table.splitlines()[2:]
-    assert len(lines) == 7
-    for line in lines:
-        cells = [c.strip() for c in line.strip("|").split("|")]
-        name = cells[0].split()[0]
-        final = json.loads((levers / name / "evaluation.json").read_text())
-        wall = json.loads((levers / name / "command.json").read_text())["wall_seconds"]
-        assert cells[4] == f"{final['mean']:.1f} ({final['episodes']}), {final['min']}", name
-        assert cells[5] == f"{wall / 60:.1f}", name
+    readme = (levers / "README.md").read_text()
+    for header, rows in (("| run | seed |", 7), ("| candidate run | seed |", 5)):
+        lines = readme.split(header)[1].split("\n\n")[0].splitlines()[2:]
+        assert len(lines) == rows
+        for line in lines:
+            cells = [c.strip() for c in line.strip("|").split("|")]
+            name = cells[0].split()[0]
+            final = json.loads((levers / name / "evaluation.json").read_text())
+            wall = json.loads((levers / name / "command.json").read_text())["wall_seconds"]
+            score = f"{final['mean']:.1f} ({final['episodes']}), {final['min']}"
+            assert score in cells, name
+            assert cells[-1] == f"{wall / 60:.1f}", name
+            if header.startswith("| candidate"):
+                run = load_run(levers / name)
+                assert cells[3:5] == [f"{run['frames_to_195']:,}", f"{run['frames_to_490']:,}"]
