@@ -153,23 +153,27 @@ def exercises_page(notebooks: list[Path]) -> str:
     """Every exercise's statement and folded hint, each linked to its notebook's page."""
     lines = [
         "# Exercises\n",
-        "Seven pieces of the agent are yours to write. Each statement and hint is below; the "
-        "notebook's page shows where it sits, and its exercise copy (solutions left blank) is "
-        "the one to download and fill in.\n",
+        "Seven pieces of the agent are yours to write. Each statement and hint is below; each "
+        "refers to what its notebook has just shown, so read it there first. The exercise "
+        "copy of a notebook (solutions left blank) is the one to download and fill in.\n",
     ]
     for nb in notebooks:
         cells = json.loads(nb.read_text())["cells"]
+        title = "".join(cells[0]["source"]).splitlines()[0].lstrip("# ")
         for cell in cells:
             text = "".join(cell["source"])
-            start = text.find("**Exercise ")
-            if cell["cell_type"] == "markdown" and start >= 0:
-                number = re.match(r"\*\*Exercise (\d+)", text[start:]).group(1)
-                lines.append(f"## Exercise {number} ({nb.stem})\n")
-                lines.append(text[start:].strip() + "\n")
+            found = re.search(r"\*\*(Exercise \d+ · [^*]+)\*\*", text)
+            if cell["cell_type"] == "markdown" and found:
+                lines.append(f"## {found.group(1)}\n")
                 lines.append(
-                    f"In [{nb.stem}]({nb.name}); download its exercise copy: "
+                    f"In [{title}]({nb.name}); its exercise copy: "
                     f"{{download}}`{nb.name} <downloads/{nb.name}>`.\n"
                 )
+                body = text[found.end() :].strip()
+                body = re.sub(
+                    r"^\((about \d+ minutes)\)\.", lambda m: f"*{m[1].capitalize()}.*", body
+                )
+                lines.append(body + "\n")
     return "\n".join(lines)
 
 

@@ -79,3 +79,13 @@ def test_the_landing_page_is_the_readme_up_to_its_marker():
     after = readme.split(site_builder.LANDING_END)[1]
     assert after.strip().splitlines()[0] not in page  # the first heading past the marker
     assert "## Two commands" in page
+
+
+def test_the_exercises_page_has_each_statement_and_its_folded_hint():
+    page = site_builder.exercises_page(site_builder.NOTEBOOKS)
+    sections = page.split("\n## ")[1:]
+    assert [s.split(" ·")[0] for s in sections] == [f"Exercise {n}" for n in range(1, 8)]
+    for section in sections:
+        assert "<details><summary>Hint" in section and "downloads/" in section, section[:60]
+        assert "### BEGIN SOLUTION" not in section
+    assert "*About 5 minutes.* Write `channel_stats(frames)`" in sections[0]
