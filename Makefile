@@ -1,7 +1,7 @@
 # The course's commands: `make course` runs every notebook, `make test` runs the checks CI runs,
 # `make book` builds the course's website.
 SHELL := /bin/bash
-# Python 3.11, 3.12 or 3.13 (the versions run: README, "Python versions"); 3.11 where there is one.
+# Python 3.11, 3.12 or 3.13 (the versions run: docs/python-versions.md); 3.11 where there is one.
 PYTHON ?= $(shell command -v python3.11 || command -v python3.13 || command -v python3.12 || command -v python3)
 VENV := .venv
 BIN := $(VENV)/bin
