@@ -1,4 +1,20 @@
-"""Shared code for the pixel-DQN course: the notebooks import their building blocks from here."""
+"""Shared code for the pixel-DQN course: the notebooks import their building blocks from here.
+
+Which notebook teaches which module (each module's first line says it too):
+
+- 01 environment: `envs` (the pixel CartPole and its transforms)
+- 02 normalization: `normalization`
+- 03 model: `models`
+- 04 TD(0): `loop`, `losses`, `evaluation`, `replay`, `frame_replay`, `training`, `plots`
+- 05 TD(lambda): `losses`, `replay`, `training`, `results` (the course's runs and bands),
+  `logs`, `evaluator` and `augmentation` (mentioned)
+- 06 video: `agents`, `video`, `checkpoints` (loading an agent)
+- every notebook: `config` (modes and settings), `machine` (device, outputs, banner),
+  `exercises` (the checks of 02 to 05)
+
+No notebook teaches the run tooling: `cli` and `__main__` (the command line), `bench`, `sweep`,
+`runs` (run folders), `checkpoints` (saving), `replay_files`, `timings`, `workers`.
+"""
 
 import os
 

@@ -1,4 +1,4 @@
-"""`python -m helpers ...`: the course's command line (see helpers/cli.py)."""
+"""No notebook (run tooling). `python -m helpers ...`: the course's command line (see helpers/cli.py)."""
 
 from helpers.cli import main
 

@@ -1,4 +1,4 @@
-"""A trained agent: loaded from a checkpoint to play (notebook 06, `evaluate`, `video`), and
+"""Notebook 06. A trained agent: loaded from a checkpoint to play (notebook 06, `evaluate`, `video`), and
 shipped with the course (`python -m helpers ship`, the agents in `checkpoints/`)."""
 
 from __future__ import annotations

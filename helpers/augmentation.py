@@ -1,4 +1,4 @@
-"""Data augmentation of replayed stacks (notebook 05): random shifts, as in DrQ.
+"""Notebook 05 (an option it mentions). Data augmentation of replayed stacks (notebook 05): random shifts, as in DrQ.
 
 Kostrikov, Yarats and Fergus (2021), "Image augmentation is all you need: regularizing deep
 reinforcement learning from pixels" (DrQ): each sampled stack is padded by repeating its edge

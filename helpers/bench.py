@@ -1,4 +1,4 @@
-"""`python -m helpers bench`: measure the course's speed and memory on this machine.
+"""No notebook (run tooling). `python -m helpers bench`: measure the course's speed and memory on this machine.
 
 Everything is measured in one run: environment step rates, replay bytes per frame, the
 training loop's frames/s for the course's recipe, for the tutorial's hyperparameters on the

@@ -1,4 +1,4 @@
-"""Checkpoint utils: save a training run's state, and load a trained agent safely (weights only)."""
+"""Notebook 06 (loading an agent); the rest is run tooling. Checkpoint utils: save a training run's state, and load a trained agent safely (weights only)."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Command line: `python -m helpers train | evaluate | video | bench | results | sweep | ship`,
+"""No notebook (run tooling). Command line: `python -m helpers train | evaluate | video | bench | results | sweep | ship`,
 with errors that say what to do."""
 
 from __future__ import annotations

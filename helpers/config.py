@@ -1,4 +1,4 @@
-"""Course modes and presets, and the hyperparameter dataclass that holds their settings."""
+"""Every notebook (its first cell). Course modes and presets, and the hyperparameter dataclass that holds their settings."""
 
 from __future__ import annotations
 

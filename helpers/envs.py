@@ -1,4 +1,4 @@
-"""Environment utils: the pixel CartPole environment and its transforms (the normalization's
+"""Notebook 01. Environment utils: the pixel CartPole environment and its transforms (the normalization's
 constants are computed and stored by `helpers.normalization`)."""
 
 from __future__ import annotations

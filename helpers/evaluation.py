@@ -1,4 +1,4 @@
-"""Evaluation utils: deterministic episodes of an agent on fixed seeds, and their statistics.
+"""Notebook 04. Evaluation utils: deterministic episodes of an agent on fixed seeds, and their statistics.
 
 Two sets of seeds that training never uses: `EVAL_SEED` onwards for the evaluations during
 training (they choose which agent a run keeps), `TEST_SEED` onwards for the final evaluation and

@@ -1,4 +1,4 @@
-"""Evaluation beside training (notebook 05): a process of its own plays the greedy episodes of
+"""Notebook 05 (which mentions it). Evaluation beside training (notebook 05): a process of its own plays the greedy episodes of
 snapshots of the agent's parameters while training goes on.
 
 Training hands over a snapshot every `eval_every` frames and does not wait for it; the episode

@@ -1,4 +1,4 @@
-"""Replay utils: the compact replay memory, each uint8 frame stored once, stacks rebuilt on sampling.
+"""Notebook 04 (the compact memory). Replay utils: the compact replay memory, each uint8 frame stored once, stacks rebuilt on sampling.
 
 Written for the course (notebook 04 explains why TorchRL's own pieces do not fit); built on
 memory-mapped tensors like TorchRL's `LazyMemmapStorage`, normalizing with TorchRL's transforms.

@@ -1,4 +1,4 @@
-"""Training logs: one CSV row per collected batch, written as it comes so an interrupted run keeps it."""
+"""Notebooks 04 and 05 (the log they read). Training logs: one CSV row per collected batch, written as it comes so an interrupted run keeps it."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""The parts of the training loop that `train`, `bench` and notebook 04 share: the collector
+"""Notebook 04. The parts of the training loop that `train`, `bench` and notebook 04 share: the collector
 that plays, and the optimiser, gradient step and batch update that learn (loss, backward, clip,
 Adam step, soft target update)."""
 

@@ -1,4 +1,4 @@
-"""Loss utils: DQN losses with TD(0) and TD(lambda) targets (torchrl's DQNLoss) and the soft target update.
+"""Notebooks 04 and 05. Loss utils: DQN losses with TD(0) and TD(lambda) targets (torchrl's DQNLoss) and the soft target update.
 
 Notebooks 04 and 05 write these targets by hand and check them against the versions here.
 """

@@ -1,4 +1,4 @@
-"""Where the course runs: the device, the outputs folder, and the banner every notebook prints."""
+"""Every notebook (its first cell). Where the course runs: the device, the outputs folder, and the banner every notebook prints."""
 
 from __future__ import annotations
 

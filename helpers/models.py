@@ -1,4 +1,4 @@
-"""Model utils: the dueling CNN Q-network, its Q-value actor, the exploring policy and parameters."""
+"""Notebook 03. Model utils: the dueling CNN Q-network, its Q-value actor, the exploring policy and parameters."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""The normalization constants (notebook 02): computed from random play with `init_stats`,
+"""Notebook 02. The normalization constants (notebook 02): computed from random play with `init_stats`,
 saved with the view of the frame they belong to, loaded back, or computed when missing."""
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""Plot utils: the six training panels, the TD(0) vs TD(lambda) comparison and a live curve."""
+"""Notebooks 04 and 05. Plot utils: the six training panels, the TD(0) vs TD(lambda) comparison and a live curve."""
 
 from __future__ import annotations
 

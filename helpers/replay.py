@@ -1,4 +1,4 @@
-"""Replay utils: the scratch folder, TD(lambda) chunks, the tutorial's naive replay buffer,
+"""Notebooks 04 and 05. Replay utils: the scratch folder, TD(lambda) chunks, the tutorial's naive replay buffer,
 and `make_replay_buffer`, which picks it or the course's compact one (helpers/frame_replay.py).
 
 The naive memory stores what the collector returns: a float32 stack of 4 frames for the

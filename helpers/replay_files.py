@@ -1,4 +1,4 @@
-"""The compact replay memory's files: memory-mapped tensors made new, or reopened to resume.
+"""No notebook (run tooling). The compact replay memory's files: memory-mapped tensors made new, or reopened to resume.
 
 A run keeps its memory in its folder's `replay/` (see `helpers.runs.REPLAY_DIR`): the frames and
 links stay on disk, and the checkpoint stores the few counters that say what the files hold

@@ -1,4 +1,4 @@
-"""A run folder: its files, one run at a time, and starting, replacing or resuming a run safely.
+"""No notebook (run tooling). A run folder: its files, one run at a time, and starting, replacing or resuming a run safely.
 
 A folder holds a run once the run has saved its first checkpoint. The course marks the folders
 it writes runs in (`MARKER_FILE`) and never deletes or replaces a file in a folder it did not

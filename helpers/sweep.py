@@ -1,4 +1,4 @@
-"""Multi-seed studies on Ray: `python -m helpers sweep` trains several runs and summarizes them.
+"""No notebook (run tooling). Multi-seed studies on Ray: `python -m helpers sweep` trains several runs and summarizes them.
 
 Each run is `python -m helpers train` in a process of its own, writing its own folder under the
 sweep's folder exactly as `train` does (plus `command.json`, which `helpers.results` reads, and

@@ -1,4 +1,4 @@
-"""How long each notebook takes, in one place: `results/notebook-times.json`, measured by
+"""No notebook (run tooling). How long each notebook takes, in one place: `results/notebook-times.json`, measured by
 `make course` (which writes `outputs/notebook-times-MODE.json`) on the reference machine.
 
 The README's table of notebooks shows these numbers (a test compares them) and every

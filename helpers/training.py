@@ -1,4 +1,4 @@
-"""The training loop shared by notebooks 04 and 05 and `python -m helpers train`."""
+"""Notebooks 04 and 05. The training loop shared by notebooks 04 and 05 and `python -m helpers train`."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Video utils: record an episode's raw frames, write MP4 or GIF, and embed videos in notebooks."""
+"""Notebook 06. Video utils: record an episode's raw frames, write MP4 or GIF, and embed videos in notebooks."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Process utils: find the worker processes that collectors and ParallelEnvs start, and stop stragglers."""
+"""No notebook (run tooling). Process utils: find the worker processes that collectors and ParallelEnvs start, and stop stragglers."""
 
 from __future__ import annotations
 

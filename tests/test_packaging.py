@@ -41,3 +41,11 @@ def test_the_stack_of_the_course():
     assert pins["torch"] == "2.14.1" and pins["torchvision"] == "0.29.1"
     assert pins["torchrl"] == "0.14.1" and pins["tensordict"] == "0.14.3"
     assert pins["gymnasium[classic-control]"] == "1.4.0"
+
+
+def test_every_module_says_which_notebook_teaches_it():
+    for module in sorted((ROOT / "helpers").glob("*.py")):
+        if module.name == "__init__.py":  # (its docstring is the map of them all)
+            continue
+        first = module.read_text().split("\n", 1)[0].removeprefix('"""')
+        assert first.startswith(("Notebook ", "Every notebook", "No notebook")), module.name
