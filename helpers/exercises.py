@@ -1,4 +1,4 @@
-"""Notebooks 02 to 05 (the exercises' checks). The exercises' checks: each runs a learner's function on fixed inputs, compares what it
+"""Notebooks 02 to 05. The exercises' checks: each runs a learner's function on fixed inputs, compares what it
 returns with the course's reference, and says in one line what is right or what is wrong.
 
 A check prints "✓ ..." when the function is right and raises `CheckFailed` otherwise, naming the

@@ -48,4 +48,4 @@ def test_every_module_says_which_notebook_teaches_it():
         if module.name == "__init__.py":  # (its docstring is the map of them all)
             continue
         first = module.read_text().split("\n", 1)[0].removeprefix('"""')
-        assert first.startswith(("Notebook ", "Every notebook", "No notebook")), module.name
+        assert first.startswith(("Notebook", "Every notebook", "No notebook")), module.name
