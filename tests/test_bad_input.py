@@ -9,6 +9,7 @@ one-line error. The command runs in this process through `helpers.cli.main`, as
 still there unchanged, and that no worker process is left.
 """
 
+import contextlib
 import shutil
 import subprocess
 import time
@@ -202,7 +203,14 @@ def killed_run(out: Path, which: int) -> tuple[int, float, str]:
     assert len(spawned) == 2  # the collector's worker and the evaluator
     sorted(spawned, key=lambda p: p.create_time())[which].kill()
     killed = time.monotonic()
-    _, err = proc.communicate(timeout=60)
+    try:
+        _, err = proc.communicate(timeout=60)
+    except subprocess.TimeoutExpired:  # a hung run: stop it and its workers, then fail
+        for process in [*psutil.Process(proc.pid).children(recursive=True), proc]:
+            with contextlib.suppress(psutil.Error, ProcessLookupError):
+                process.kill()
+        _, err = proc.communicate()
+        pytest.fail(f"the run did not end within 60 s of the kill: {err[-2000:]}")
     return proc.returncode, time.monotonic() - killed, err
 
 
