@@ -13,7 +13,6 @@ itself into build/book/ (never into outputs/, which holds the learner's own runs
 from __future__ import annotations
 
 import argparse
-import copy
 import datetime
 import hashlib
 import json
@@ -24,6 +23,8 @@ import shutil
 import subprocess
 import sys
 from pathlib import Path
+
+from helpers.config import MODES  # (the installed course package; it imports no torch)
 
 ROOT = Path(__file__).resolve().parent.parent
 BOOK = ROOT / "book"
@@ -101,8 +102,7 @@ def execute(mode: str) -> Path:
         subprocess.run(
             [jupyter, "nbconvert", "--to", "notebook", "--execute", "--output-dir", folder, nb],
             env=env,
-            check=True,
-            stderr=subprocess.DEVNULL,
+            check=True,  # (a failing notebook's traceback is on stderr, above)
         )
         record(nb, mode, folder)
     return folder
@@ -184,16 +184,13 @@ def notebook_page(executed: Path, dest: Path) -> None:
         if cell.get("metadata", {}).get("nbgrader", {}).get("solution"):
             tags = cell["metadata"].setdefault("tags", [])
             tags.append("hide-input")  # the statement and hint show; the solution is folded
-    note = copy.deepcopy(nb["cells"][0])
-    note.update(
-        cell_type="markdown",
-        metadata={},
-        source=f"Download this notebook to run it yourself: {{download}}`{executed.name} "
+    note = {
+        "cell_type": "markdown",
+        "id": "site-download",
+        "metadata": {},
+        "source": f"Download this notebook to run it yourself: {{download}}`{executed.name} "
         f"<downloads/{executed.name}>` (the exercises left blank).",
-    )
-    for key in ("outputs", "execution_count", "attachments"):
-        note.pop(key, None)
-    note["id"] = "site-download"
+    }
     nb["cells"].insert(1, note)
     (dest / executed.name).write_text(json.dumps(nb, indent=1))
 
@@ -230,7 +227,7 @@ def main(argv: list[str] | None = None) -> None:
     rec.add_argument("notebook", type=Path)
     rec.add_argument("mode")
     bld = commands.add_parser("build", help="build the site into build/site/")
-    bld.add_argument("--mode", default=os.environ.get("DQN_COURSE_MODE", "workshop"))
+    bld.add_argument("--mode", choices=MODES, default=os.environ.get("DQN_COURSE_MODE", "workshop"))
     args = parser.parse_args(argv)
     if args.command == "record":
         record(args.notebook.resolve(), args.mode)
