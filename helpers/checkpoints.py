@@ -38,8 +38,10 @@ def save_checkpoint(path: str | Path, **state: object) -> Path:
     try:
         torch.save({"format": FORMAT, **state}, tmp)
         os.replace(tmp, path)
-    except (OSError, RuntimeError) as err:  # torch reports a full disk as a RuntimeError
+    except BaseException as err:
         tmp.unlink(missing_ok=True)
+        if not isinstance(err, (OSError, RuntimeError)):  # torch: a full disk is a RuntimeError
+            raise  # an interruption (Ctrl+C, a worker's death): the run saves again as it stops
         raise CheckpointSaveError(
             f"Could not write {path} (is the disk full or the folder read-only? {err}). "
             "The checkpoint saved there before is unchanged: free some space, then --resume."

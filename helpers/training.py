@@ -46,6 +46,7 @@ from helpers.runs import (
 )
 from helpers.workers import (
     StopOnInterrupt,
+    WorkerGone,
     stop_workers,
     worker_processes,
 )
@@ -263,6 +264,8 @@ def _train(
             finished = not stop.requested
         except KeyboardInterrupt:
             stop.requested = True
+        except WorkerGone as gone:
+            raise gone.error from None
         except RuntimeError:
             died = stop.dead_worker()
             if died is None:

@@ -60,6 +60,17 @@ class WorkerDiedError(ChildProcessError):
     """A worker process (the collector's, the evaluator's) ended while the run still needed it."""
 
 
+class WorkerGone(BaseException):  # noqa: N818 (an interruption, like KeyboardInterrupt)
+    """How `StopOnInterrupt.watch` interrupts the main thread when a worker dies; the run turns
+    it into its `error`. A BaseException, like KeyboardInterrupt, so that no `except
+    Exception` on the way swallows it (torchrl's weight sync logs and drops those), and no
+    handler of OSError (a checkpoint's save) mistakes it for a full disk."""
+
+    def __init__(self, error: WorkerDiedError) -> None:
+        super().__init__(str(error))
+        self.error = error
+
+
 class StopOnInterrupt:
     """Turn the first Ctrl+C, the notebook's stop button, SIGTERM (`kill PID`, `timeout`) or
     SIGHUP (a closed terminal or SSH session) into a polite request to stop.
@@ -69,7 +80,7 @@ class StopOnInterrupt:
     done); the loop checks `requested` between batches. A second interrupt raises
     KeyboardInterrupt at once or, inside a `deferred()` block (a gradient step, a weight
     update), as that block ends, or after `GRACE` seconds if the block is waiting (on a worker
-    that no longer answers, say). `watch` raises `WorkerDiedError` in the main thread within a
+    that no longer answers, say). `watch` raises `WorkerGone` in the main thread within a
     second of a worker's death, wherever it waits.
     """
 
@@ -77,6 +88,7 @@ class StopOnInterrupt:
     WAKE = signal.SIGUSR1  # sent to the main thread to raise what `_wake` was given
     GRACE = 3.0  # seconds a second interrupt waits for a deferred block to end
     POLL = 0.5  # seconds between two looks at the watched workers
+    REPEAT = 2.0  # seconds before a worker's death is raised again, if the run still goes on
 
     def __init__(self) -> None:
         self.requested = False
@@ -109,18 +121,20 @@ class StopOnInterrupt:
         self._done.set()
 
     def watch(self, processes: list[psutil.Process], names: dict[int, str] | None = None) -> None:
-        """Raise WorkerDiedError in the main thread as soon as one of `processes` ends (until
-        `shield`): a collector waits forever for a worker that was killed. `names` says what
-        a pid is ("the collector's worker" by default)."""
+        """Raise WorkerGone in the main thread as soon as one of `processes` ends, and again
+        every REPEAT seconds until `shield` (a library's `except` on the way may have dropped
+        it): a collector waits forever for a worker that was killed. `names` says what a pid
+        is ("the collector's worker" by default)."""
 
         self._watched, self._names = processes, names or {}
 
         def look() -> None:
+            woken = -self.REPEAT
             while not self._done.wait(self.POLL):
                 error = self.dead_worker()
-                if error is not None:
-                    self._wake(error)
-                    return
+                if error is not None and time.monotonic() - woken >= self.REPEAT:
+                    self._wake(WorkerGone(error))
+                    woken = time.monotonic()
 
         threading.Thread(target=look, daemon=True, name="watch-workers").start()
 
