@@ -37,7 +37,7 @@ _RANGES = (
 class Config:
     """Every hyperparameter of the course, with the tutorial's names where it had them.
 
-    The defaults are the course's recipe (the agent that balances; see the README's "Recipe"),
+    The defaults are the course's recipe (the agent that balances; see docs/recipe-and-results.md),
     `TUTORIAL_RECIPE` holds the tutorial's; `config_for_mode` replaces what a mode changes.
     """
 
@@ -64,7 +64,8 @@ class Config:
     chunk_length: int = 16  # consecutive steps per stored chunk for TD(lambda) (notebook 05)
     random_shift: int = 0  # DrQ augmentation: replayed stacks move up to this many pixels (0: off)
 
-    # How the work is laid out on the machine (the same learning either way; see the README)
+    # How the work is laid out on the machine (the same learning either way; see
+    # docs/speed-and-memory.md)
     num_workers: int = 2  # environments each collector steps
     num_collectors: int = 1  # collectors running asynchronously, each in its own process
     parallel_envs: bool = False  # a collector's envs in worker processes (ParallelEnv), or in turn
@@ -202,8 +203,8 @@ _COURSE_MODES: dict[str, dict[str, object]] = {
         eval_max_steps=100,
         norm_init_iter=100,
     ),
-    # A training notebook in a workshop slot (its time on a 2-core CPU: the README): an agent
-    # that balances.
+    # A training notebook in a workshop slot (its time on a 2-core CPU: the README's table of
+    # notebooks): an agent that balances.
     "workshop": dict(
         total_frames=50_000,
         buffer_size=50_000,
@@ -211,9 +212,10 @@ _COURSE_MODES: dict[str, dict[str, object]] = {
         eval_every=5_000,
         final_episodes=20,
     ),
-    # The course's real run: 100,000 frames on a 2-core CPU (README). 3 gradient steps per
-    # batch: with 2, three of seven runs stopped short of 490 (README, "Results"). 20 episodes
-    # per evaluation: 5 cannot tell an agent at 470 from one at 500, and the run keeps the best.
+    # The course's real run: 100,000 frames on a 2-core CPU (the README's table of modes). 3
+    # gradient steps per batch: with 2, three of seven runs stopped short of 490
+    # (docs/recipe-and-results.md). 20 episodes per evaluation: 5 cannot tell an agent at 470
+    # from one at 500, and the run keeps the best.
     "full": dict(n_optim=3, eval_episodes=20),
 }
 # The tutorial's hyperparameters per mode; full mode with its process layout (4 collectors of

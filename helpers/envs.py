@@ -88,7 +88,8 @@ class FrameNorm(ObservationNorm):
 
     Computed as frames * (1 / (255 scale)) - loc / scale, in place on a single float copy: the
     two transforms make three full-size float tensors with a division each. On the replay's
-    samples (2 x 128 stacks per gradient step) that halves the sampling time (README, "Speed").
+    samples (2 x 128 stacks per gradient step) that halves the sampling time
+    (docs/speed-and-memory.md).
     The constants are ObservationNorm's, computed on [0, 1] pixels (notebook 02); the result
     equals the two transforms' up to float rounding (tests/test_envs.py).
     """

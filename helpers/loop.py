@@ -21,8 +21,8 @@ def learner_threads() -> int:
     """Threads of the gradient steps on a CPU: of torch's threads (one per core, or
     $OMP_NUM_THREADS), one core each is left to the collector's process and the evaluator's.
 
-    On 2 cores one thread learns faster than two (226 against 204 frames/s, README "Speed"):
-    two would contend with the collector for the cores.
+    On 2 cores one thread learns faster than two (226 against 204 frames/s,
+    docs/speed-and-memory.md): two would contend with the collector for the cores.
     """
     return max(1, torch.get_num_threads() - 2)
 

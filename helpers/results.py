@@ -1,4 +1,4 @@
-"""Notebooks 04 and 05 (the course's runs and bands). Results of the course's recipe runs: the table the README and notebook 05 show, and reference bands.
+"""Notebooks 04 and 05 (the course's runs and bands). Results of the course's recipe runs: the tables the README, docs/recipe-and-results.md and notebook 05 show, and reference bands.
 
 Each run of `python -m helpers train` that the course reports lives in `results/runs/NAME/`
 with its `run.json`, `log.csv`, `curves.png`, `evaluation.json` (the final evaluation) and

@@ -1,4 +1,5 @@
-"""The recipe's results tables and reference bands, against hand-computed values and the README."""
+"""The recipe's results tables and reference bands, against hand-computed values, the README and
+docs/ (recipe-and-results.md, command-line.md)."""
 
 import json
 from pathlib import Path
@@ -10,7 +11,10 @@ from helpers.machine import setup_banner
 from helpers.results import RESULTS_DIR, band, load_run, load_runs, results_table, summary_table
 from helpers.timings import format_seconds, load_times, notebook_time
 
-README = Path(__file__).resolve().parent.parent / "README.md"
+ROOT = Path(__file__).resolve().parent.parent
+README = ROOT / "README.md"
+RECIPE_AND_RESULTS = ROOT / "docs" / "recipe-and-results.md"
+COMMAND_LINE = ROOT / "docs" / "command-line.md"
 
 
 def write_run(
@@ -65,19 +69,21 @@ def test_band_matches_evaluations_by_frames_not_by_order(tmp_path):
     assert (low, mean, high) == ([10, 300, 400], [15, 400, 450], [20, 500, 500])
 
 
-def test_the_readme_shows_the_shipped_results():
+def test_the_readme_and_the_results_page_show_the_shipped_results():
     runs = load_runs(RESULTS_DIR)
     if not runs:
         pytest.fail(f"no finished runs in {RESULTS_DIR}")
-    readme = README.read_text()
-    assert summary_table(runs) in readme, "README's summary table differs: paste `helpers results`"
-    assert results_table(runs) in readme, "README's run table differs: paste `helpers results`"
+    summary, table = summary_table(runs), results_table(runs)
+    assert summary in README.read_text(), "README's summary table differs: paste `helpers results`"
+    assert table in RECIPE_AND_RESULTS.read_text(), (
+        "docs/recipe-and-results.md's run table differs: paste `helpers results`"
+    )
 
 
-def test_the_readme_shows_the_workshop_sweep():
+def test_the_command_line_page_shows_the_workshop_sweep():
     summary = (RESULTS_DIR.parent / "sweeps" / "workshop" / "summary.md").read_text()
     table = summary.split("\n\n")[1].strip()
-    assert table.startswith("| setting |") and table in README.read_text()
+    assert table.startswith("| setting |") and table in COMMAND_LINE.read_text()
 
 
 def test_notebook_times_are_formatted_by_hand():
@@ -95,13 +101,13 @@ def test_notebook_times_are_formatted_by_hand():
 def test_the_readme_and_the_notebooks_show_the_measured_times():
     times = load_times()
     rows = [line for line in README.read_text().splitlines() if line.startswith("| `0")]
-    notebooks = sorted(p.stem for p in (README.parent / "notebooks").glob("0*.ipynb"))
+    notebooks = sorted(p.stem for p in (ROOT / "notebooks").glob("0*.ipynb"))
     assert [row.split("`")[1] for row in rows] == notebooks
     for row in rows:
         cells = [c.strip() for c in row.strip("|").split("|")]
         notebook = row.split("`")[1]
         assert cells[-2:] == [notebook_time(notebook, m, times) for m in ("smoke", "workshop")], row
-        source = (README.parent / "notebooks" / f"{notebook}.ipynb").read_text()
+        source = (ROOT / "notebooks" / f"{notebook}.ipynb").read_text()
         assert f'notebook=\\"{notebook}\\"' in source, f"{notebook}'s first cell names another"
     assert "this notebook takes about: smoke " in setup_banner("smoke", notebook="04_td0")
 
@@ -109,7 +115,7 @@ def test_the_readme_and_the_notebooks_show_the_measured_times():
 def test_the_lever_tables_say_what_their_runs_measured():
     """results/levers/README.md: each run's final mean, episodes, minimum and wall minutes are
     the ones in its folder, and so are the candidate's frames to 195 and 490."""
-    levers = Path(__file__).resolve().parent.parent / "results" / "levers"
+    levers = ROOT / "results" / "levers"
     readme = (levers / "README.md").read_text()
     for header, rows in (("| run | seed |", 7), ("| candidate run | seed |", 6)):
         lines = readme.split(header)[1].split("\n\n")[0].splitlines()[2:]
