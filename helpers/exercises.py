@@ -8,6 +8,7 @@ left as the exercise copy has it (`raise NotImplementedError()`) is "not written
 
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import Callable
 from copy import deepcopy
 
@@ -61,6 +62,8 @@ def compare(exercise: str, got: object, expected: torch.Tensor, what: str = "the
         close = torch.isclose(got.detach(), expected, rtol=1e-4, atol=1e-5)
     else:
         close = got == expected
+    if not bool(close.all()) and got.dim() == 0:
+        _fail(exercise, f"{what} is {got.item():.6g}, expected {expected.item():.6g}.")
     if not bool(close.all()):
         index = tuple(int(i) for i in (~close).nonzero()[0])
         wrong, total = int((~close).sum()), close.numel()
@@ -82,7 +85,8 @@ def check_channel_stats(function: Callable) -> None:
     `reduce_dim=NORM_REDUCE_DIMS`, `keep_dims=NORM_KEEP_DIMS` computes them."""
     __tracebackhide__ = True
     name = "per-channel normalization constants"
-    frames = torch.rand(50, 4, 8, 8, generator=torch.Generator().manual_seed(2))
+    # Few values per channel (6 x 3 x 3 = 54), so that dividing by n instead of n - 1 shows.
+    frames = torch.rand(6, 4, 3, 3, generator=torch.Generator().manual_seed(2))
     frames[:, 1] *= 0.5  # channels with other statistics, so a mix-up shows
     out = _call(name, function, frames)
     if not isinstance(out, tuple) or len(out) != 2:
@@ -92,6 +96,14 @@ def check_channel_stats(function: Callable) -> None:
     scale = frames.std(dim=dims, keepdim=True).squeeze(0)
     assert loc.shape[-len(NORM_KEEP_DIMS) :] == (1, 1)
     compare(name, out[0], loc, "loc")
+    population = frames.std(dim=dims, keepdim=True, correction=0).squeeze(0)
+    if isinstance(out[1], torch.Tensor) and out[1].shape == scale.shape:
+        if torch.allclose(out[1].detach().float(), population, rtol=1e-4, atol=1e-5):
+            _fail(
+                name,
+                "scale is the population standard deviation (dividing by n); init_stats "
+                "uses the sample one (dividing by n - 1), torch.std's default.",
+            )
     compare(name, out[1], scale, "scale")
     passed(name)
 
@@ -121,13 +133,28 @@ def check_epsilon_greedy(function: Callable) -> None:
     __tracebackhide__ = True
     name = "epsilon-greedy choice"
     torch.manual_seed(4)
-    greedy = torch.randint(0, 3, (30_000,))
-    actions = _call(name, function, greedy, 0.0, 3)
-    compare(name, actions, greedy, "the result with eps = 0")
+    n, actions_n = 30_000, 3
+    greedy = torch.randint(0, actions_n, (n,))
+    compare(name, _call(name, function, greedy, 0.0, actions_n), greedy, "the result with eps = 0")
+
+    def choose(greedy: torch.Tensor, eps: float) -> torch.Tensor:
+        __tracebackhide__ = True
+        actions = _call(name, function, greedy, eps, actions_n)
+        what = f"the result with eps = {eps}"
+        if not isinstance(actions, torch.Tensor):
+            _fail(name, f"{what} is a {type(actions).__name__}, expected a torch.Tensor.")
+        if actions.shape != greedy.shape or actions.dtype != greedy.dtype:
+            _fail(
+                name,
+                f"{what} is {actions.dtype} {tuple(actions.shape)}, expected "
+                f"{greedy.dtype} {tuple(greedy.shape)}, as the greedy actions.",
+            )
+        if actions.min() < 0 or actions.max() >= actions_n:
+            _fail(name, f"with eps = {eps} some actions are outside 0..{actions_n - 1}.")
+        return actions
+
     for eps in (1.0, 0.3):
-        actions = _call(name, function, greedy, eps, 3)
-        if actions.min() < 0 or actions.max() > 2:
-            _fail(name, f"with eps = {eps} some actions are outside 0..2.")
+        actions = choose(greedy, eps)
         changed = (actions != greedy).float().mean().item()
         expected = eps * 2 / 3  # a random action is the greedy one a third of the time
         if abs(changed - expected) > 0.02:
@@ -136,14 +163,38 @@ def check_epsilon_greedy(function: Callable) -> None:
                 f"with eps = {eps}, {changed:.0%} of the actions differ from the greedy ones; "
                 f"expected about {expected:.0%} (a random action can be the greedy one too).",
             )
+        # Every greedy action 0: each random action must be any of the actions, equally
+        # often, and drawn for each state on its own.
+        shares = torch.bincount(choose(torch.zeros_like(greedy), eps), minlength=actions_n) / n
+        expected = [eps / actions_n + (1 - eps) * (a == 0) for a in range(actions_n)]
+        if max(abs(share - e) for share, e in zip(shares.tolist(), expected)) > 0.02:
+            _fail(
+                name,
+                f"with eps = {eps} and every greedy action 0, the actions are chosen "
+                f"{', '.join(f'{x:.0%}' for x in shares.tolist())} of the time, expected about "
+                f"{', '.join(f'{x:.0%}' for x in expected)}: each exploring state needs its "
+                f"own action, drawn uniformly from all {actions_n}.",
+            )
     passed(name)
 
 
 # ----- notebook 04 ------------------------------------------------------------------------------
+# What a stored transition must hold (besides the float pixels, rebuilt when sampling).
+STORED_KEYS = (FRAMES_KEY, ("next", FRAMES_KEY), "action", ("next", "reward"))
+STORED_KEYS += (("next", "terminated"), ("next", "done"))
+
+
+def _rows(data: TensorDictBase) -> list[bytes]:
+    """Each transition of flat `data` as bytes of its STORED_KEYS, to match transitions in
+    any order."""
+    parts = [data[key].reshape(data.shape[0], -1).to(torch.float64) for key in STORED_KEYS]
+    return [row.numpy().tobytes() for row in torch.cat(parts, dim=1)]
+
+
 def check_store_transitions(function: Callable, batch: TensorDictBase, obs_norm: dict) -> None:
     """`function(buffer, batch)` stores a collected [workers, time] batch in a TorchRL
-    `TensorDictReplayBuffer` as single transitions, without the float `pixels` (the buffer's
-    transform rebuilds them from the uint8 `frames` when it samples)."""
+    `TensorDictReplayBuffer` as single transitions, in any order, without the float `pixels`
+    (the buffer's transform rebuilds them from the uint8 `frames` when it samples)."""
     __tracebackhide__ = True
     name = "storing transitions"
     steps = batch.numel()
@@ -153,27 +204,47 @@ def check_store_transitions(function: Callable, batch: TensorDictBase, obs_norm:
         transform=make_normalizer(obs_norm),
     )
     _call(name, function, buffer, batch)
+    if len(buffer) == 0:
+        _fail(name, "the buffer is still empty after your function: nothing was stored.")
     if len(buffer) != steps:
+        why = f" (one per worker: flatten the {list(batch.batch_size)} batch into its steps)"
         _fail(
             name,
             f"after one batch of {list(batch.batch_size)} steps the buffer holds {len(buffer)} "
-            f"items, expected {steps} transitions: flatten the batch (`batch.reshape(-1)`).",
+            f"items, expected {steps} transitions{why if len(buffer) == batch.shape[0] else ''}.",
         )
-    stored = buffer.storage[:].keys(include_nested=True)
+    stored = buffer.storage[:]
     for key in ("pixels", ("next", "pixels")):
-        if key in stored:
+        if key in stored.keys(include_nested=True):
             _fail(
                 name,
                 f"the buffer stores the float32 {key!r} (4 times the bytes of the uint8 frames): "
-                f"exclude it before extending; the transform rebuilds it when sampling.",
+                f"leave it out; the buffer's transform rebuilds it when sampling.",
             )
-    for key in (FRAMES_KEY, ("next", FRAMES_KEY), "action", ("next", "reward")):
-        if key not in stored:
+    for key in STORED_KEYS:
+        if key not in stored.keys(include_nested=True):
             _fail(name, f"the buffer has no {key!r}: store every key but the float pixels.")
+        if stored[key].shape[1:] != batch[key].shape[2:]:
+            _fail(
+                name,
+                f"the stored {key!r} has shape {tuple(stored[key].shape)}, expected "
+                f"{(steps, *batch[key].shape[2:])}: one row per step.",
+            )
+    flat = batch.reshape(-1)
+    collected, kept = _rows(flat), _rows(stored)
+    missing = sum((Counter(collected) - Counter(kept)).values())  # (steps can repeat exactly)
+    if missing:
+        _fail(
+            name,
+            f"{missing} of the batch's {steps} steps are not in the buffer as they were "
+            "collected (each stored transition must be one step, with its own next step).",
+        )
+    where = {row: i for i, row in enumerate(collected)}
+    found = [where[row] for row in kept]
     sample = buffer.sample()
-    flat = batch.reshape(-1)[sample["index"]]
-    for key in ("pixels", ("next", "pixels"), "action", ("next", "terminated")):
-        compare(name, sample[key], flat[key], f"sample[{key!r}]")
+    reference = flat[torch.tensor([found[i] for i in sample["index"].tolist()])]
+    for key in ("pixels", ("next", "pixels")):
+        compare(name, sample[key], reference[key], f"sample[{key!r}]")
     passed(name)
 
 
@@ -185,14 +256,26 @@ def check_td0_target(function: Callable) -> None:
     name = "double-DQN TD(0) target"
     generator = torch.Generator().manual_seed(5)
     reward = torch.rand(8, generator=generator)
-    next_q, next_q_target = (
-        torch.randn(8, 2, generator=generator),
-        torch.randn(8, 2, generator=generator),
-    )
+    next_q = torch.randn(8, 2, generator=generator)
+    # The target network disagrees with the trainable one on the best action in 6 of 8 rows,
+    # so that plain DQN's max (or the networks' roles swapped) shows in most rows.
+    next_q_target = torch.randn(8, 2, generator=generator).abs()
+    best = next_q.argmax(-1)
+    disagree = torch.arange(8) < 6
+    next_q_target[torch.arange(8), best] *= torch.where(disagree, -1.0, 1.0)
+    next_q_target[torch.arange(8), 1 - best] *= torch.where(disagree, 1.0, -1.0)
     terminated = torch.tensor([False, True, False, False, True, False, False, False])
-    next_value = next_q_target.gather(-1, next_q.argmax(-1, keepdim=True)).squeeze(-1)
+    next_value = next_q_target.gather(-1, best.unsqueeze(-1)).squeeze(-1)
     expected = td0_target(reward, next_value, terminated, 0.9)
     got = _call(name, function, reward, next_q, next_q_target, terminated, 0.9)
+    plain = td0_target(reward, next_q_target.max(-1).values, terminated, 0.9)
+    if isinstance(got, torch.Tensor) and got.shape == plain.shape:
+        if torch.allclose(got.detach().float(), plain):
+            _fail(
+                name,
+                "this is plain DQN's target, the maximum of the target network's values: in "
+                "double DQN one network chooses the next action and the other one values it.",
+            )
     compare(name, got, expected, "target")
     passed(name)
 
@@ -231,8 +314,9 @@ def check_gradient_step(function: Callable, actor: QValueActor, config: Config, 
         for i, ((loss, norm), (ref_loss, ref_norm)) in enumerate(zip(got, expected)):
             if not isinstance(loss, float) or not isinstance(norm, float):
                 _fail(name, "return (loss, grad_norm) as Python floats (tensor.item()).")
-            what = f"{setting}, step {i + 1}'s (loss, grad_norm)"
-            compare(name, torch.tensor([loss, norm]), torch.tensor([ref_loss, ref_norm]), what)
+            for value, ref, what in ((loss, ref_loss, "loss"), (norm, ref_norm, "grad_norm")):
+                what = f"{setting}, step {i + 1}'s {what}"
+                compare(name, torch.tensor(value), torch.tensor(ref), what)
         for params in ("value_network_params", "target_value_network_params"):
             ours, theirs = (
                 getattr(mine, params).flatten_keys("."),
@@ -257,6 +341,15 @@ def check_lambda_returns(function: Callable) -> None:
     done = terminated | torch.tensor([0, 0, 0, 0, 0, 1, 0, 0, 0], dtype=torch.bool)
     batch = (x.view(1, -1, 1) for x in (reward, next_value, done, terminated))  # [B, T, 1]
     expected = td_lambda_target(*batch, 0.9, 0.7).flatten()
-    got = _call(name, function, reward, next_value, done, terminated, 0.9, 0.7)
+    inputs = {"reward": reward, "next_value": next_value, "done": done, "terminated": terminated}
+    before = {key: value.clone() for key, value in inputs.items()}
+    got = _call(name, function, *inputs.values(), 0.9, 0.7)
+    for key, value in inputs.items():
+        if not torch.equal(value, before[key]):
+            _fail(
+                name,
+                f"your function changed its input `{key}` in place: write the returns into a "
+                "tensor of their own (the caller still needs its rewards and values).",
+            )
     compare(name, got, expected, "returns")
     passed(name)

@@ -1,5 +1,5 @@
 """Shared fixtures: headless rendering, a private outputs folder, normalization constants, the
-browser of the browser tests."""
+exercises' inputs, the browser of the browser tests."""
 
 import os
 
@@ -20,6 +20,45 @@ def obs_norm():
     from helpers.normalization import compute_norm_constants
 
     return compute_norm_constants(num_iter=100, seed=0)
+
+
+@pytest.fixture(scope="module")
+def exercise_inputs() -> dict:
+    """What notebook 04's checks read from the notebook: its model, config, a sampled batch
+    (here a random one, shaped as the replay buffer returns it), a collected batch and the
+    normalization constants."""
+    import torch
+    from tensordict import TensorDict
+
+    from helpers.config import config_for_mode
+    from helpers.envs import make_env
+    from helpers.models import make_model
+
+    config = config_for_mode("smoke")
+    obs_norm = {"loc": torch.zeros(4, 1, 1), "scale": torch.ones(4, 1, 1)}
+    env = make_env(obs_norm=obs_norm, seed=0)
+    model = make_model(env, config)
+    env.close()
+    b = config.batch_size
+    flags = {k: torch.zeros(b, 1, dtype=torch.bool) for k in ("done", "terminated", "truncated")}
+    sample = TensorDict(
+        {
+            "pixels": torch.randn(b, 4, 64, 64),
+            "action": torch.nn.functional.one_hot(torch.randint(0, 2, (b,)), 2),
+            "next": {"pixels": torch.randn(b, 4, 64, 64), "reward": torch.rand(b, 1), **flags},
+        },
+        batch_size=[b],
+    )
+    envs = make_env(obs_norm=obs_norm, num_workers=2, seed=1)
+    batch = envs.rollout(16, break_when_any_done=False)  # [workers, time], as collected
+    envs.close()
+    return {
+        "model": model,
+        "config": config,
+        "sample": sample,
+        "batch": batch,
+        "obs_norm": obs_norm,
+    }
 
 
 @pytest.fixture(scope="module")

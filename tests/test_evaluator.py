@@ -3,6 +3,7 @@ snapshots that wait their turn, and no evaluation after a perfect one."""
 
 import math
 
+import pytest
 import torch
 from tensordict import TensorDict
 
@@ -13,6 +14,8 @@ from helpers.evaluation import EVAL_SEED, episode_lengths
 from helpers.evaluator import Evaluations, Evaluator
 from helpers.logs import CsvLog, read_log
 from helpers.models import make_model
+
+pytestmark = pytest.mark.slow  # left out of the quick lane (make check)
 
 
 def test_snapshots_come_back_in_order_with_the_lengths_of_a_local_evaluation(obs_norm):

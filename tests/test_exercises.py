@@ -12,12 +12,8 @@ from pathlib import Path
 import pytest
 import torch
 from clitools import in_ci
-from tensordict import TensorDict
 
 from helpers import exercises
-from helpers.config import config_for_mode
-from helpers.envs import make_env
-from helpers.models import make_model
 
 ROOT = Path(__file__).resolve().parent.parent
 NBGRADER = ROOT / ".venv" / "nbgrader"  # where `make exercises` installs nbgrader
@@ -95,48 +91,18 @@ def run_check(definition: str, check: str, context: dict) -> None:
     exec(check, namespace)
 
 
-@pytest.fixture(scope="module")
-def context() -> dict:
-    """What notebook 04's checks read from the notebook: its model, config, a sampled batch
-    (here a random one, shaped as the replay buffer returns it), a collected batch and the
-    normalization constants."""
-    config = config_for_mode("smoke")
-    obs_norm = {"loc": torch.zeros(4, 1, 1), "scale": torch.ones(4, 1, 1)}
-    env = make_env(obs_norm=obs_norm, seed=0)
-    model = make_model(env, config)
-    env.close()
-    b = config.batch_size
-    flags = {k: torch.zeros(b, 1, dtype=torch.bool) for k in ("done", "terminated", "truncated")}
-    sample = TensorDict(
-        {
-            "pixels": torch.randn(b, 4, 64, 64),
-            "action": torch.nn.functional.one_hot(torch.randint(0, 2, (b,)), 2),
-            "next": {"pixels": torch.randn(b, 4, 64, 64), "reward": torch.rand(b, 1), **flags},
-        },
-        batch_size=[b],
-    )
-    envs = make_env(obs_norm=obs_norm, num_workers=2, seed=1)
-    batch = envs.rollout(16, break_when_any_done=False)  # [workers, time], as collected
-    envs.close()
-    return {
-        "model": model,
-        "config": config,
-        "sample": sample,
-        "batch": batch,
-        "obs_norm": obs_norm,
-    }
-
-
 @pytest.mark.parametrize("name", EXERCISE_NOTEBOOKS)
-def test_each_check_fails_on_the_blank_and_passes_on_the_solution(name, copies, context, capsys):
+def test_each_check_fails_on_the_blank_and_passes_on_the_solution(
+    name, copies, exercise_inputs, capsys
+):
     solved = exercise_cells(ROOT / "notebooks" / f"{name}.ipynb")
     blank = exercise_cells(copies / f"{name}.ipynb")
     assert solved.keys() == blank.keys()
     for function, (definition, check) in blank.items():
         with pytest.raises(exercises.CheckFailed, match="not written yet") as failure:
-            run_check(definition, check, context)
+            run_check(definition, check, exercise_inputs)
         assert str(failure.value).startswith("✗ ") and function in str(failure.value)
-        run_check(*solved[function], context)
+        run_check(*solved[function], exercise_inputs)
         assert capsys.readouterr().out.strip().endswith(": correct.")
 
 
@@ -153,44 +119,6 @@ def test_a_wrong_answer_is_told_what_differs(got, message):
     with pytest.raises(exercises.CheckFailed, match=message):
         exercises.compare("exercise", got, torch.tensor([1.0, 2.0]), "x")
     exercises.compare("exercise", torch.tensor([1.0, 2.0 + 1e-7]), torch.tensor([1.0, 2.0]), "x")
-
-
-def test_the_dueling_check_names_a_wrong_mean():
-    wrong = lambda value, advantage: value + advantage - advantage.mean()  # noqa: E731
-    with pytest.raises(exercises.CheckFailed, match=r"Q\[0, 0\] is .*, expected"):
-        exercises.check_dueling(wrong)
-
-
-def test_the_storing_check_says_to_flatten_and_to_leave_out_the_pixels(context):
-    batch, obs_norm = context["batch"], context["obs_norm"]
-    rows = lambda buffer, b: buffer.extend(b.exclude("pixels", ("next", "pixels")))  # noqa: E731
-    with pytest.raises(exercises.CheckFailed, match=r"holds 2 items, expected 32 transitions"):
-        exercises.check_store_transitions(rows, batch, obs_norm)
-    floats = lambda buffer, b: buffer.extend(b.reshape(-1))  # noqa: E731
-    with pytest.raises(exercises.CheckFailed, match=r"stores the float32 'pixels'"):
-        exercises.check_store_transitions(floats, batch, obs_norm)
-    frames = ("frames", ("next", "frames"))
-    keys = lambda buffer, b: buffer.extend(b.reshape(-1).select(*frames))  # noqa: E731
-    with pytest.raises(exercises.CheckFailed, match=r"the buffer has no 'action'"):
-        exercises.check_store_transitions(keys, batch, obs_norm)
-
-
-def test_a_gradient_step_that_does_not_clip_is_caught(context):
-    def no_clip(loss_module, optim, target_updater, sample, max_grad_norm):
-        loss = loss_module(sample)["loss"]
-        loss.backward()
-        norm = torch.nn.utils.clip_grad_norm_(loss_module.parameters(), float("inf"))
-        optim.step()
-        optim.zero_grad()
-        target_updater.step()
-        return loss.item(), norm.item()
-
-    with pytest.raises(
-        exercises.CheckFailed, match=r"with SGD and max_grad_norm=0.001, step 2.s \(loss"
-    ):
-        exercises.check_gradient_step(
-            no_clip, context["model"].actor, context["config"], context["sample"]
-        )
 
 
 def test_an_error_of_torch_is_shown_as_it_is_not_as_a_blank():

@@ -33,7 +33,8 @@ COMPARED = [
 
 @pytest.fixture(scope="module")
 def batches(obs_norm):
-    """40 real batches from 2 asynchronous collectors of 2 workers each, random actions."""
+    """40 real batches from 2 asynchronous collectors of 2 workers each, random actions (30 s:
+    the tests that use it are marked slow, out of `make check`)."""
     make = functools.partial(make_env, parallel=True, num_workers=WORKERS, obs_norm=obs_norm)
     env = make_env(obs_norm=obs_norm)
     collector = Collector(
@@ -53,6 +54,7 @@ def batches(obs_norm):
     return out
 
 
+@pytest.mark.slow
 def test_the_rollout_covers_the_hard_cases(batches):
     data = torch.stack(batches)  # [batches, workers, steps]
     step_count = data["step_count"].squeeze(-1)
@@ -71,6 +73,7 @@ def compare(replay: FrameReplay, positions: torch.Tensor, expected: TensorDict) 
     return int(held.sum())
 
 
+@pytest.mark.slow
 def test_compact_transitions_equal_the_naive_ones(batches, obs_norm, tmp_path):
     config = config_for_mode("smoke").replace(buffer_size=10_000, pipeline="tutorial")
     with scratch_dir(tmp_path) as scratch:
@@ -93,6 +96,7 @@ def test_compact_transitions_equal_the_naive_ones(batches, obs_norm, tmp_path):
         assert compact.nbytes() / 10_000 == 64 * 64 + 4 + 4 + 1 + 4 + 1 + 1
 
 
+@pytest.mark.slow
 def test_a_small_ring_drops_old_steps_and_keeps_the_rest_exact(batches, obs_norm, tmp_path):
     with scratch_dir(tmp_path) as scratch:
         compact = FrameReplay(50, 32, make_normalizer(obs_norm), scratch)
@@ -107,6 +111,7 @@ def test_a_small_ring_drops_old_steps_and_keeps_the_rest_exact(batches, obs_norm
         assert sample["pixels"].shape == (32, 4, 64, 64) and sample["pixels"].dtype == torch.float32
 
 
+@pytest.mark.slow
 def test_a_memory_that_starts_mid_episode_rebuilds_the_history_from_the_stack(
     batches, obs_norm, tmp_path
 ):
@@ -120,6 +125,7 @@ def test_a_memory_that_starts_mid_episode_rebuilds_the_history_from_the_stack(
         )
 
 
+@pytest.mark.slow
 def test_compact_chunks_equal_the_naive_rows(batches, obs_norm, tmp_path):
     config = config_for_mode("smoke").replace(
         buffer_size=10_000, frames_per_batch=WORKERS * STEPS, num_workers=WORKERS, chunk_length=4
@@ -146,6 +152,7 @@ def test_compact_chunks_equal_the_naive_rows(batches, obs_norm, tmp_path):
         assert torch.equal(sample["next", FRAMES_KEY][:, :, :3], sample[FRAMES_KEY][:, :, 1:])
 
 
+@pytest.mark.slow
 def test_the_compact_memory_stores_uint8_frames(batches, obs_norm, tmp_path):
     with scratch_dir(tmp_path) as scratch:
         compact = FrameReplay(1_000, 8, make_normalizer(obs_norm), scratch)
@@ -157,6 +164,7 @@ def test_the_compact_memory_stores_uint8_frames(batches, obs_norm, tmp_path):
     assert not list(tmp_path.iterdir()), "the scratch folder was not removed"
 
 
+@pytest.mark.slow
 def test_a_reopened_memory_is_the_one_its_checkpoint_saw(batches, obs_norm, tmp_path):
     """A run killed after a checkpoint wrote more; the resumed run reopens the files with the
     checkpoint's state: the steps it held are rebuilt exactly, but for those the later writes
@@ -189,6 +197,7 @@ def test_a_reopened_memory_is_the_one_its_checkpoint_saw(batches, obs_norm, tmp_
     assert reopened.sample().batch_size == (8, 4)
 
 
+@pytest.mark.slow
 def test_replay_files_that_do_not_match_the_checkpoint_are_refused(batches, obs_norm, tmp_path):
     norm = make_normalizer(obs_norm)
     memory = FrameReplay(400, 32, norm, tmp_path, chunk=4)
@@ -218,6 +227,7 @@ def test_scratch_is_removed_after_an_error_and_stale_ones_are_cleaned(tmp_path):
         assert not stale.exists()
 
 
+@pytest.mark.slow
 def test_chunk_length_needs_divisible_batches():
     with pytest.raises(ValueError, match="multiple"):
         chunk_length(config_for_mode("smoke").replace(frames_per_batch=33))
@@ -235,6 +245,7 @@ def test_unknown_target_and_missing_constants(tmp_path):
         make_replay_buffer(config.replace(buffer_size=30), "td0", tmp_path, {"loc": 0})
 
 
+@pytest.mark.slow
 def test_rows_that_do_not_cut_into_chunks_are_refused_before_anything_is_written(
     batches, obs_norm, tmp_path
 ):
@@ -247,6 +258,7 @@ def test_rows_that_do_not_cut_into_chunks_are_refused_before_anything_is_written
         assert compact.written == 0 and not compact.open_steps
 
 
+@pytest.mark.slow
 def test_a_shifted_sample_moves_its_five_frames_together(batches, obs_norm, tmp_path):
     """With `shift`, a transition's observation and next observation (which share three
     frames) move by one offset: the shared frames stay equal, and differ from those stored."""

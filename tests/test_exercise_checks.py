@@ -1,0 +1,355 @@
+"""The seven checks against wrong solutions a learner could plausibly write, each of which must
+be caught with its own message, and against correct variants, which must pass."""
+
+import pytest
+import torch
+
+from helpers import exercises
+
+STORE_LEAVE_OUT = ("pixels", ("next", "pixels"))
+STD = {"dim": (0, 2, 3)}
+
+
+def stats(loc, scale):
+    return loc.view(-1, 1, 1), scale.view(-1, 1, 1)
+
+
+def step(
+    loss_module,
+    optim,
+    target_updater,
+    sample,
+    clip,
+    *,
+    zero_first=False,
+    clip_it=True,
+    update=True,
+    zero=True,
+    floats=True,
+):
+    """A gradient step with one of its parts left out or moved."""
+    if zero_first:
+        optim.zero_grad()
+    loss = loss_module(sample)["loss"]
+    loss.backward()
+    norm = torch.nn.utils.clip_grad_norm_(loss_module.parameters(), clip if clip_it else 1e9)
+    optim.step()
+    if zero and not zero_first:
+        optim.zero_grad()
+    if update:
+        target_updater.step()
+    return (loss.item(), norm.item()) if floats else (loss, norm)
+
+
+def clip_after_the_step(loss_module, optim, target_updater, sample, clip):
+    loss = loss_module(sample)["loss"]
+    loss.backward()
+    optim.step()
+    norm = torch.nn.utils.clip_grad_norm_(loss_module.parameters(), clip)
+    optim.zero_grad()
+    target_updater.step()
+    return loss.item(), norm.item()
+
+
+def returns_loop(
+    reward,
+    next_value,
+    done,
+    terminated,
+    gamma,
+    lmbda,
+    *,
+    out=None,
+    use_done=True,
+    terminal=None,
+    mix=None,
+):
+    """The backward λ-return recursion, with one of its parts changed."""
+    returns = torch.zeros_like(reward) if out is None else out
+    terminal = terminated if terminal is None else terminal
+    for t in reversed(range(len(reward))):
+        bootstrap = next_value[t]
+        if (not done[t] or not use_done) and t + 1 < len(reward):
+            a, b = mix or (1 - lmbda, lmbda)
+            bootstrap = a * next_value[t] + b * returns[t + 1]
+        returns[t] = reward[t] + gamma * (1 - terminal[t].float()) * bootstrap
+    return returns
+
+
+def one_random_action_for_all(greedy, eps, n):
+    return torch.where(torch.rand(greedy.shape) < eps, torch.randint(0, n, ()), greedy)
+
+
+def with_random(random):
+    """An ε-greedy choice whose random actions come from `random(greedy, n)`."""
+    return lambda greedy, eps, n: torch.where(
+        torch.rand(greedy.shape) < eps, random(greedy, n), greedy
+    )
+
+
+def not_flat_in_time_order(buffer, batch):
+    buffer.extend(batch.transpose(0, 1).reshape(-1).exclude(*STORE_LEAVE_OUT))
+
+
+def worker_by_worker(buffer, batch):
+    for row in batch:
+        buffer.extend(row.exclude(*STORE_LEAVE_OUT))
+
+
+def next_frames_from_the_step_itself(buffer, batch):
+    flat = batch.reshape(-1).exclude(*STORE_LEAVE_OUT)
+    flat["next", "frames"] = flat["frames"].clone()
+    buffer.extend(flat)
+
+
+def first_worker_twice(buffer, batch):
+    first = batch[0].exclude(*STORE_LEAVE_OUT)
+    buffer.extend(first)
+    buffer.extend(first)
+
+
+def double(reward, next_q, next_q_target, terminated, gamma, chooser="next_q", mask=True):
+    choose, value = (next_q, next_q_target) if chooser == "next_q" else (next_q_target, next_q)
+    best = value.gather(-1, choose.argmax(-1, keepdim=True)).squeeze(-1)
+    return reward + gamma * ((~terminated).float() if mask else 1.0) * best
+
+
+# (exercise, the wrong solution, what the message must say)
+WRONG = {
+    "population std": (
+        "channel_stats",
+        lambda f: stats(f.mean(**STD), f.std(**STD, correction=0)),
+        "population standard deviation",
+    ),
+    "one mean for all channels": (
+        "channel_stats",
+        lambda f: (f.mean().expand(4, 1, 1), f.std(**STD).view(4, 1, 1)),
+        r"loc\[0, 0, 0\] is",
+    ),
+    "statistics per frame": (
+        "channel_stats",
+        lambda f: (f.mean(dim=(1, 2, 3)), f.std(dim=(1, 2, 3))),
+        r"loc has shape \(6,\), expected \(4, 1, 1\)",
+    ),
+    "a list": ("channel_stats", lambda f: [f.mean(**STD), f.std(**STD)], "return a tuple"),
+    "loc and scale swapped": (
+        "channel_stats",
+        lambda f: stats(f.std(**STD), f.mean(**STD)),
+        r"loc\[0, 0, 0\] is",
+    ),
+    "mean over the batch": (
+        "dueling",
+        lambda v, a: v + a - a.mean(),
+        r"Q\[0, 0\] is",
+    ),
+    "no mean": ("dueling", lambda v, a: v + a, r"Q\[0, 0\] is"),
+    "max instead of mean": (
+        "dueling",
+        lambda v, a: v + a - a.max(-1, keepdim=True).values,
+        r"Q\[0, 0\] is",
+    ),
+    "never the last action": (
+        "epsilon_greedy",
+        with_random(lambda g, n: torch.randint(0, n - 1, g.shape)),
+        r"the actions are chosen 50%, 50%, 0% of the time, expected about 33%, 33%, 33%",
+    ),
+    "one random action for the batch": (
+        "epsilon_greedy",
+        one_random_action_for_all,
+        "each exploring state needs its own action",
+    ),
+    "not uniform": (
+        "epsilon_greedy",
+        with_random(lambda g, n: torch.multinomial(torch.tensor([0.5, 0.25, 0.25]), len(g), True)),
+        r"the actions are chosen 50%, 25%, 25% of the time",
+    ),
+    "never the greedy one": (
+        "epsilon_greedy",
+        with_random(lambda g, n: (g + torch.randint(1, n, g.shape)) % n),
+        r"differ from the greedy ones; expected about",
+    ),
+    "explores with probability 1 - eps": (
+        "epsilon_greedy",
+        lambda g, eps, n: torch.where(torch.rand(g.shape) > eps, torch.randint(0, n, g.shape), g),
+        r"the result with eps = 0\[",
+    ),
+    "one coin for the batch": (
+        "epsilon_greedy",
+        lambda g, eps, n: torch.randint(0, n, g.shape) if torch.rand(()) < eps else g,
+        r"with eps = 0.3, (0|67)% of the actions differ",
+    ),
+    "float actions": (
+        "epsilon_greedy",
+        lambda g, eps, n: with_random(lambda g, n: torch.randint(0, n, g.shape))(g, eps, n).float(),
+        "expected torch.int64",
+    ),
+    "nothing stored": ("store_transitions", lambda buffer, batch: None, "still empty"),
+    "not flattened": (
+        "store_transitions",
+        lambda buffer, batch: buffer.extend(batch.exclude(*STORE_LEAVE_OUT)),
+        r"holds 2 items, expected 32 transitions \(one per worker",
+    ),
+    "float pixels kept": (
+        "store_transitions",
+        lambda buffer, batch: buffer.extend(batch.reshape(-1)),
+        "stores the float32 'pixels'",
+    ),
+    "frames only": (
+        "store_transitions",
+        lambda buffer, batch: buffer.extend(batch.reshape(-1).select("frames", ("next", "frames"))),
+        "the buffer has no 'action'",
+    ),
+    "no terminated flag": (
+        "store_transitions",
+        lambda buffer, batch: buffer.extend(
+            batch.reshape(-1).exclude(*STORE_LEAVE_OUT, ("next", "terminated"))
+        ),
+        r"the buffer has no \('next', 'terminated'\)",
+    ),
+    "next frames of the step itself": (
+        "store_transitions",
+        next_frames_from_the_step_itself,
+        r"\d+ of the batch's 32 steps are not in the buffer",
+    ),
+    "the first worker twice": (
+        "store_transitions",
+        first_worker_twice,
+        r"1\d of the batch's 32 steps are not in the buffer",
+    ),
+    "plain DQN's max": (
+        "td0_target",
+        lambda r, q, qt, term, g: r + g * (~term).float() * qt.max(-1).values,
+        "plain DQN's target",
+    ),
+    "networks swapped": (
+        "td0_target",
+        lambda r, q, qt, term, g: double(r, q, qt, term, g, chooser="next_q_target"),
+        r"target\[0\] is",
+    ),
+    "bootstraps past the end": (
+        "td0_target",
+        lambda r, q, qt, term, g: double(r, q, qt, term, g, mask=False),
+        r"target\[1\] is",
+    ),
+    "no discount": (
+        "td0_target",
+        lambda r, q, qt, term, g: double(r, q, qt, term, 1.0),
+        r"target\[0\] is",
+    ),
+    "a column of targets": (
+        "td0_target",
+        lambda r, q, qt, term, g: double(r, q, qt, term, g).unsqueeze(-1),
+        r"target has shape \(8, 1\), expected \(8,\)",
+    ),
+    "no clipping": (
+        "gradient_step",
+        lambda *a: step(*a, clip_it=False),
+        r"with SGD and max_grad_norm=0.001, step 2's loss is",
+    ),
+    "no target update": (
+        "gradient_step",
+        lambda *a: step(*a, update=False),
+        r"with Adam and max_grad_norm=10, step 2's loss is",
+    ),
+    "gradients never reset": (
+        "gradient_step",
+        lambda *a: step(*a, zero=False),
+        r"step 2's grad_norm",
+    ),
+    "clips after the step": (
+        "gradient_step",
+        clip_after_the_step,
+        r"with SGD and max_grad_norm=0.001, step 2's loss is",
+    ),
+    "tensors returned": (
+        "gradient_step",
+        lambda *a: step(*a, floats=False),
+        r"as Python floats",
+    ),
+    "overwrites the rewards": (
+        "lambda_returns",
+        lambda r, v, d, term, g, lm: returns_loop(r, v, d, term, g, lm, out=r),
+        "changed its input `reward` in place",
+    ),
+    "ignores episode ends": (
+        "lambda_returns",
+        lambda r, v, d, term, g, lm: returns_loop(r, v, d, term, g, lm, use_done=False),
+        r"returns\[3\] is",
+    ),
+    "no bootstrap at a truncation": (
+        "lambda_returns",
+        lambda r, v, d, term, g, lm: returns_loop(r, v, d, term, g, lm, terminal=d),
+        r"returns\[3\] is",
+    ),
+    "λ and 1 - λ swapped": (
+        "lambda_returns",
+        lambda r, v, d, term, g, lm: returns_loop(r, v, d, term, g, lm, mix=(lm, 1 - lm)),
+        r"returns\[0\] is",
+    ),
+}
+
+RIGHT = {
+    "statistics from a reshape": (
+        "channel_stats",
+        lambda f: stats(
+            f.transpose(0, 1).reshape(4, -1).mean(1), f.transpose(0, 1).reshape(4, -1).std(1)
+        ),
+    ),
+    "std from the variance": (
+        "channel_stats",
+        lambda f: stats(f.mean(**STD), f.var(**STD).sqrt()),
+    ),
+    "the mean subtracted first": (
+        "dueling",
+        lambda v, a: v + (a - a.mean(dim=1, keepdim=True)),
+    ),
+    "random actions from multinomial": (
+        "epsilon_greedy",
+        with_random(lambda g, n: torch.multinomial(torch.ones(n), len(g), True)),
+    ),
+    "random actions from a Bernoulli mask": (
+        "epsilon_greedy",
+        lambda g, eps, n: torch.where(
+            torch.bernoulli(torch.full(g.shape, eps)).bool(), torch.randint(0, n, g.shape), g
+        ),
+    ),
+    "in time order": ("store_transitions", not_flat_in_time_order),
+    "worker by worker": ("store_transitions", worker_by_worker),
+    "the needed keys only": (
+        "store_transitions",
+        lambda buffer, batch: buffer.extend(batch.reshape(-1).select(*exercises.STORED_KEYS)),
+    ),
+    "terminal rows with where": (
+        "td0_target",
+        lambda r, q, qt, term, g: torch.where(term, r, double(r, q, qt, term, g)),
+    ),
+    "zero_grad first": ("gradient_step", lambda *a: step(*a, zero_first=True)),
+    "a clone as the output": (
+        "lambda_returns",
+        lambda r, v, d, term, g, lm: returns_loop(r, v, d, term, g, lm, out=r.clone()),
+    ),
+}
+
+
+def run(exercise: str, function, inputs: dict) -> None:
+    check = getattr(exercises, f"check_{exercise}")
+    if exercise == "store_transitions":
+        check(function, inputs["batch"], inputs["obs_norm"])
+    elif exercise == "gradient_step":
+        check(function, inputs["model"].actor, inputs["config"], inputs["sample"])
+    else:
+        check(function)
+
+
+@pytest.mark.parametrize("case", WRONG)
+def test_a_wrong_solution_is_caught_with_its_message(case, exercise_inputs):
+    exercise, function, message = WRONG[case]
+    with pytest.raises(exercises.CheckFailed, match=message):
+        run(exercise, function, exercise_inputs)
+
+
+@pytest.mark.parametrize("case", RIGHT)
+def test_a_correct_variant_passes(case, exercise_inputs, capsys):
+    exercise, function = RIGHT[case]
+    run(exercise, function, exercise_inputs)
+    assert capsys.readouterr().out.strip().endswith(": correct.")
