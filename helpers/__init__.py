@@ -5,9 +5,10 @@ Which notebook teaches which module (each module's first line says it too):
 - 01 environment: `envs` (the pixel CartPole and its transforms)
 - 02 normalization: `normalization`
 - 03 model: `models`
-- 04 TD(0): `loop`, `losses`, `evaluation`, `replay`, `frame_replay`, `training`, `plots`
-- 05 TD(lambda): `losses`, `replay`, `training`, `results` (the course's runs and bands),
-  `logs`, `evaluator` and `augmentation` (mentioned)
+- 04 TD(0): `loop`, `losses`, `evaluation`, `replay`, `frame_replay`, `training`, `plots`,
+  `learner_functions` (your functions in the run)
+- 05 TD(lambda): `losses`, `replay`, `training`, `learner_functions`, `results` (the course's
+  runs and bands), `logs`, `evaluator` and `augmentation` (mentioned)
 - 06 video: `agents`, `video`, `checkpoints` (loading an agent)
 - every notebook: `config` (modes and settings), `machine` (device, outputs, banner),
   `exercises` (the checks of 02 to 05)

@@ -6,6 +6,7 @@ import json
 import math
 import multiprocessing
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -27,8 +28,15 @@ from helpers.config import Config, config_for_mode, get_mode
 from helpers.envs import make_env
 from helpers.evaluation import final_evaluation
 from helpers.evaluator import Evaluations, Evaluator
+from helpers.learner_functions import check_yours, trained_with, use_your_target
 from helpers.logs import CsvLog, read_log
-from helpers.loop import learn_batch, learner_threads, make_collector, make_optimizer
+from helpers.loop import (
+    gradient_step,
+    learn_batch,
+    learner_threads,
+    make_collector,
+    make_optimizer,
+)
 from helpers.losses import check_target, make_loss
 from helpers.machine import get_device
 from helpers.models import make_model
@@ -85,6 +93,7 @@ def train(
     overwrite: bool = False,
     live_plot: bool | None = None,
     progress: bool = True,
+    yours: dict[str, Callable] | None = None,
 ) -> TrainResult:
     """Train a pixel DQN with TD(0) or TD(lambda) targets; write log, curves and checkpoint to `out_dir`.
 
@@ -102,6 +111,9 @@ def train(
         overwrite: replace a run already in `out_dir` (otherwise that is an error).
         live_plot: redraw a learning curve during training (default: inside a notebook).
         progress: show a progress bar.
+        yours: your own functions to train with, in place of the course's (notebooks 04 and
+            05): {"td0_target": ..., "gradient_step": ..., "lambda_returns": ...}, each checked
+            by its exercise's check before the run starts (helpers.learner_functions).
 
     Interrupting (Ctrl+C, the notebook's stop button, SIGTERM) ends the run cleanly after the
     current batch: the log kept, a checkpoint saved, the collectors' processes stopped. The
@@ -123,15 +135,26 @@ def train(
     if not str(out_dir).strip():
         raise ValueError("The run folder (--out) is empty: name the folder to write the run in.")
     out_dir = Path(out_dir)
+    yours = yours or {}
+    names = check_yours(yours, target, config)  # (before anything is written)
     # As run.json stores it (JSON types), so that the folder's run and this one compare equal.
     run = json.loads(
-        json.dumps({"target": target, "mode": mode, "seed": seed, "config": config.to_dict()})
+        json.dumps(
+            {
+                "target": target,
+                "mode": mode,
+                "seed": seed,
+                "config": config.to_dict(),
+                "yours": names,
+            }
+        )
     )
+    print(trained_with(names))
     with RunFolder(out_dir) as folder:
         if not resume:  # (before anything is written or set aside)
             check_free_space(config, target, out_dir)
         state = folder.start(run, resume, overwrite)
-        return _train(folder, run, state, config, device, obs_norm, live_plot, progress)
+        return _train(folder, run, state, config, device, obs_norm, live_plot, progress, yours)
 
 
 def _train(
@@ -143,6 +166,7 @@ def _train(
     obs_norm: dict | None,
     live_plot: bool | None,
     progress: bool,
+    yours: dict[str, Callable],
 ) -> TrainResult:
     """The loop of `train`, in a folder that `train` has locked and prepared."""
     out_dir, target, seed = folder.path, run["target"], run["seed"]
@@ -156,6 +180,9 @@ def _train(
     model = make_model(env, config, device)  # (the environment gives the network its shapes)
     env.close()
     loss_module, target_updater = make_loss(model.actor, config, target)
+    your_target = yours.get("td0_target" if target == "td0" else "lambda_returns")
+    if your_target is not None:
+        use_your_target(loss_module, target, config, your_target)
     optim = make_optimizer(loss_module, config, device)
     counters = {"frames": 0, "batches": 0, "trajectories": 0}
     best = {"eval": -math.inf, "frames": 0, "params": None}
@@ -236,6 +263,7 @@ def _train(
                             config,
                             device,
                             learning=stored >= config.init_random_frames,
+                            step=yours.get("gradient_step", gradient_step),
                         )
                     )
                     model.egreedy.step(data.numel())
