@@ -92,9 +92,11 @@ class YourTargets(torch.nn.Module):
     """The value estimator of torchrl's DQNLoss, made of your target function.
 
     DQNLoss computes Q(s, a) with the trainable parameters and asks its estimator for the
-    targets (`value_estimate`); this one runs the network on the next states with the
-    trainable and the target parameters and hands the Q-values to your function. The loss is
-    made with double_dqn=False so that it does not compute the next states' values itself.
+    targets (`value_estimate`). For TD(λ) it hands over the next states' values (the double-DQN
+    ones when `double_dqn`), which your λ-returns turn into targets chunk by chunk. Your TD(0)
+    target makes the double-DQN choice itself: it gets the next states' Q-values of both
+    networks, which this estimator computes, and the loss is made with double_dqn=False so
+    that it does not compute them too.
     """
 
     def __init__(self, loss: DQNLoss, target: str, config: Config, function: Callable) -> None:
@@ -110,15 +112,17 @@ class YourTargets(torch.nn.Module):
 
     @torch.no_grad()
     def value_estimate(self, tensordict: TensorDict, target_params=None, next_value=None, **kw):
-        next_q = self._next_q(tensordict, self.loss.value_network_params.data)
-        next_q_target = self._next_q(tensordict, target_params)
         flag = lambda key: tensordict.get(("next", key)).squeeze(-1)  # noqa: E731
         reward, gamma = tensordict.get(("next", "reward")).squeeze(-1), self.config.gamma
         if self.target == "td0":
+            next_q = self._next_q(tensordict, self.loss.value_network_params.data)
+            next_q_target = self._next_q(tensordict, target_params)
             targets = self.function(reward, next_q, next_q_target, flag("terminated"), gamma)
-        else:  # chunks [B, T]: your λ-returns chunk by chunk, on the double-DQN next values
-            best = next_q if self.config.double_dqn else next_q_target
-            value = next_q_target.gather(-1, best.argmax(-1, keepdim=True)).squeeze(-1)
+        else:  # chunks [B, T]: your λ-returns chunk by chunk
+            if next_value is None:  # (double_dqn off: the target network's maximum)
+                value = self._next_q(tensordict, target_params).max(-1).values
+            else:
+                value = next_value.squeeze(-1)
             done, terminated = flag("done"), flag("terminated")
             targets = torch.stack(
                 [
@@ -133,7 +137,8 @@ class YourTargets(torch.nn.Module):
 
 def use_your_target(loss: DQNLoss, target: str, config: Config, function: Callable) -> None:
     """Have `loss` compute its targets with your `function` (td0_target or lambda_returns)."""
-    loss.double_dqn = False  # (the next states' values are your estimator's to compute)
+    if target == "td0":
+        loss.double_dqn = False  # (your target makes the double-DQN choice itself)
     # (What `loss.value_estimator = ...` sets; nn.Module's __setattr__ would register a module
     # under that name instead of calling torchrl's property setter.)
     loss._value_estimator = YourTargets(loss, target, config, function)
