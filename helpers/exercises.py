@@ -49,8 +49,8 @@ def _call(exercise: str, function: Callable, *args: object) -> object:
         )
 
 
-def compare(exercise: str, got: object, expected: torch.Tensor, what: str = "the result") -> None:
-    """Fail, saying what differs, unless `got` is a tensor equal to `expected` (to float tolerance)."""
+def same_kind(exercise: str, got: object, expected: torch.Tensor, what: str) -> None:
+    """Fail, saying what differs, unless `got` is a tensor of `expected`'s shape and dtype."""
     __tracebackhide__ = True
     if not isinstance(got, torch.Tensor):
         _fail(exercise, f"{what} is a {type(got).__name__}, expected a torch.Tensor.")
@@ -58,6 +58,22 @@ def compare(exercise: str, got: object, expected: torch.Tensor, what: str = "the
         _fail(exercise, f"{what} has shape {tuple(got.shape)}, expected {tuple(expected.shape)}.")
     if got.dtype != expected.dtype:
         _fail(exercise, f"{what} has dtype {got.dtype}, expected {expected.dtype}.")
+
+
+def matches(got: object, expected: torch.Tensor) -> bool:
+    """`got` is a tensor of `expected`'s shape with its values (to float tolerance): used to
+    name a known wrong answer before `compare` reports the first difference."""
+    return (
+        isinstance(got, torch.Tensor)
+        and got.shape == expected.shape
+        and torch.allclose(got.detach().float(), expected, rtol=1e-4, atol=1e-5)
+    )
+
+
+def compare(exercise: str, got: object, expected: torch.Tensor, what: str = "the result") -> None:
+    """Fail, saying what differs, unless `got` is a tensor equal to `expected` (to float tolerance)."""
+    __tracebackhide__ = True
+    same_kind(exercise, got, expected, what)
     if expected.dtype.is_floating_point:
         close = torch.isclose(got.detach(), expected, rtol=1e-4, atol=1e-5)
     else:
@@ -97,13 +113,12 @@ def check_channel_stats(function: Callable) -> None:
     assert loc.shape[-len(NORM_KEEP_DIMS) :] == (1, 1)
     compare(name, out[0], loc, "loc")
     population = frames.std(dim=dims, keepdim=True, correction=0).squeeze(0)
-    if isinstance(out[1], torch.Tensor) and out[1].shape == scale.shape:
-        if torch.allclose(out[1].detach().float(), population, rtol=1e-4, atol=1e-5):
-            _fail(
-                name,
-                "scale is the population standard deviation (dividing by n); init_stats "
-                "uses the sample one (dividing by n - 1), torch.std's default.",
-            )
+    if matches(out[1], population):
+        _fail(
+            name,
+            "scale is the population standard deviation (dividing by n); init_stats "
+            "uses the sample one (dividing by n - 1), torch.std's default.",
+        )
     compare(name, out[1], scale, "scale")
     passed(name)
 
@@ -140,15 +155,7 @@ def check_epsilon_greedy(function: Callable) -> None:
     def choose(greedy: torch.Tensor, eps: float) -> torch.Tensor:
         __tracebackhide__ = True
         actions = _call(name, function, greedy, eps, actions_n)
-        what = f"the result with eps = {eps}"
-        if not isinstance(actions, torch.Tensor):
-            _fail(name, f"{what} is a {type(actions).__name__}, expected a torch.Tensor.")
-        if actions.shape != greedy.shape or actions.dtype != greedy.dtype:
-            _fail(
-                name,
-                f"{what} is {actions.dtype} {tuple(actions.shape)}, expected "
-                f"{greedy.dtype} {tuple(greedy.shape)}, as the greedy actions.",
-            )
+        same_kind(name, actions, greedy, f"the result with eps = {eps}")
         if actions.min() < 0 or actions.max() >= actions_n:
             _fail(name, f"with eps = {eps} some actions are outside 0..{actions_n - 1}.")
         return actions
@@ -269,13 +276,12 @@ def check_td0_target(function: Callable) -> None:
     expected = td0_target(reward, next_value, terminated, 0.9)
     got = _call(name, function, reward, next_q, next_q_target, terminated, 0.9)
     plain = td0_target(reward, next_q_target.max(-1).values, terminated, 0.9)
-    if isinstance(got, torch.Tensor) and got.shape == plain.shape:
-        if torch.allclose(got.detach().float(), plain):
-            _fail(
-                name,
-                "this is plain DQN's target, the maximum of the target network's values: in "
-                "double DQN one network chooses the next action and the other one values it.",
-            )
+    if matches(got, plain):
+        _fail(
+            name,
+            "this is plain DQN's target, the maximum of the target network's values: in "
+            "double DQN one network chooses the next action and the other one values it.",
+        )
     compare(name, got, expected, "target")
     passed(name)
 
