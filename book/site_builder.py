@@ -34,6 +34,7 @@ WORK = ROOT / "build" / "book"  # the book's own executions and its Sphinx sourc
 SITE = ROOT / "build" / "site"
 EXECUTED_FILE = "executed.json"  # which source and mode each executed notebook came from
 LANDING_END = "<!-- site: end of the landing page -->"  # in README.md
+GLOSSARY = "docs/glossary.md"  # the site's page of words and references
 NBGRADER = ROOT / ".venv" / "nbgrader"  # nbgrader's ClearSolutions, as `make exercises` uses it
 
 
@@ -127,6 +128,8 @@ def site_links(markdown: str, pages: set[str]) -> str:
 
     def fix(match: re.Match) -> str:
         text, target = match.group(1), match.group(2)
+        if target == GLOSSARY:  # a page of docs/ the site holds at its top
+            return f"[{text}](glossary.md)"
         if re.match(r"[a-z]+:", target) or target.startswith("#") or target in pages:
             return match.group(0)
         return text
@@ -205,13 +208,13 @@ def build(mode: str) -> Path:
     shutil.rmtree(src, ignore_errors=True)
     shutil.copytree(BOOK, src, ignore=shutil.ignore_patterns("*.py", "__pycache__"))
     exercise_copies(src / "downloads")
-    pages = {nb.name for nb in NOTEBOOKS} | {"INSTRUCTORS.md"}
+    pages = {nb.name for nb in NOTEBOOKS} | {"INSTRUCTORS.md", GLOSSARY}
     for nb in NOTEBOOKS:
         notebook_page(executed / nb.name, src)
     (src / "index.md").write_text(landing_page(stamp, pages))
     (src / "exercises.md").write_text(exercises_page(NOTEBOOKS))
-    instructors = (ROOT / "INSTRUCTORS.md").read_text()
-    (src / "INSTRUCTORS.md").write_text(site_links(instructors, pages))
+    for page, dest in (("INSTRUCTORS.md", "INSTRUCTORS.md"), (GLOSSARY, "glossary.md")):
+        (src / dest).write_text(site_links((ROOT / page).read_text(), pages))
     jupyter_book = Path(sys.executable).with_name("jupyter-book")
     subprocess.run([jupyter_book, "build", "--quiet", "--keep-going", src], check=True)
     shutil.rmtree(SITE, ignore_errors=True)

@@ -25,6 +25,7 @@ _POSITIVE += ("num_workers", "num_collectors", "eval_every", "eval_episodes", "e
 _POSITIVE += ("norm_init_iter", "n_optim", "max_grad_norm")
 _COUNTS = ("init_random_frames", "eps_frames", "final_episodes", "random_shift")
 _RATES = ("gamma", "lmbda", "tau", "eps_init", "eps_end")
+PRESET_NAMES = ("course", "tutorial")  # the recipes a run starts from (`PRESETS` below)
 LOSS_FUNCTIONS = ("smooth_l1", "l2")  # Huber, squared error (networks and pipelines: their modules)
 _RANGES = (
     (_POSITIVE, "positive", lambda v: v > 0),
@@ -40,6 +41,10 @@ class Config:
     The defaults are the course's recipe (the agent that balances; see docs/recipe-and-results.md),
     `TUTORIAL_RECIPE` holds the tutorial's; `config_for_mode` replaces what a mode changes.
     """
+
+    # The recipe these settings start from, whatever single settings were changed on top (the
+    # results tables report it)
+    preset: str = "course"  # "course" or "tutorial" (`PRESETS`)
 
     # Network and optimiser
     network: str = "course"  # "course": 2 conv + 256 (ReLU); "tutorial": 3 conv + 64x64 (ELU)
@@ -109,6 +114,10 @@ class Config:
         if not all(0 <= b < 1 for b in self.betas):
             raise ValueError(
                 f"Setting betas must be two numbers from 0 to below 1, got {self.betas}."
+            )
+        if self.preset not in PRESET_NAMES:
+            raise ValueError(
+                f"Setting preset = {self.preset!r} is not one of {', '.join(PRESET_NAMES)}."
             )
         if self.loss_function not in LOSS_FUNCTIONS:
             raise ValueError(
@@ -240,7 +249,7 @@ _TUTORIAL_MODES: dict[str, dict[str, object]] = {
     ),
 }
 
-TUTORIAL = Config().replace(**TUTORIAL_RECIPE, **TUTORIAL_SYSTEM)
+TUTORIAL = Config().replace(preset="tutorial", **TUTORIAL_RECIPE, **TUTORIAL_SYSTEM)
 
 # The presets, the one list of them: each mode's settings on top of a recipe. "course" is the
 # course's recipe and layout; "tutorial" the tutorial's hyperparameters, network, pipeline and

@@ -74,21 +74,57 @@ def output_dir(*parts: str) -> Path:
     return path
 
 
+# The settings each notebook's own cells use (a test keeps these equal to the `config.NAME` in
+# each notebook); the training notebooks' `train` uses every setting, so they show them all.
+NOTEBOOK_SETTINGS: dict[str, tuple[str, ...]] = {
+    "01_environment": ("eval_max_steps",),
+    "02_normalization": ("norm_init_iter", "eval_max_steps"),
+    "03_model": (
+        "norm_init_iter",
+        "network",
+        "init_bias",
+        "eps_end",
+        "annealing_frames",
+        "total_frames",
+    ),
+    "04_td0": ("all",),
+    "05_td_lambda": ("all",),
+    "06_video": ("gamma", "eval_max_steps"),
+}
+
+
+def _settings_lines(config: Config, names: tuple[str, ...], width: int = 96) -> list[str]:
+    """`name=value` pairs, several to a line."""
+    lines, line = [], " "
+    for name in names:
+        pair = f" {name}={getattr(config, name)}"
+        if len(line) + len(pair) > width:
+            lines.append(line)
+            line = " "
+        line += pair
+    return [*lines, line]
+
+
 def setup_banner(
     mode: str | None = None, config: Config | None = None, notebook: str | None = None
 ) -> str:
     """The text the first cell of every notebook prints: versions, mode, device, how long the
-    `notebook` takes (from `helpers.timings`), settings."""
+    `notebook` takes (from `helpers.timings`), and the settings it uses (`NOTEBOOK_SETTINGS`;
+    every setting when no notebook is named)."""
     mode = get_mode(mode)
     config = config or config_for_mode(mode)
     packages = ["torch", "torchvision", "torchrl", "tensordict", "gymnasium"]
-    lines = [f"python {platform.python_version()}"]
-    lines += [f"{name} {version(name)}" for name in packages]
+    lines = [
+        " ".join([f"python {platform.python_version()}"] + [f"{n} {version(n)}" for n in packages])
+    ]
     lines += [f"mode: {mode}  (change it with {MODE_VARIABLE}=smoke|workshop|full)"]
-    lines += [f"device: {get_device()}", f"outputs: {output_dir()}"]
+    lines += [f"device: {get_device()}   outputs: {output_dir()}"]
     lines += [time_line(notebook, mode)] if notebook else []
-    lines += ["settings:"]
-    width = max(len(field.name) for field in dataclasses.fields(config))
-    for field in dataclasses.fields(config):
-        lines.append(f"  {field.name:<{width}} = {getattr(config, field.name)}")
-    return "\n".join(lines)
+    every = tuple(field.name for field in dataclasses.fields(config))
+    names = NOTEBOOK_SETTINGS.get(notebook, ("all",)) if notebook else ("all",)
+    if names == ("all",):
+        lines += [f"settings ({config.preset} preset; the run uses them all):"]
+        names = every
+    else:
+        lines += [f"settings this notebook uses ({config.preset} preset; print(config) shows all):"]
+    return "\n".join(lines + _settings_lines(config, names))

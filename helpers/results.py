@@ -24,7 +24,10 @@ THRESHOLDS = (195, 490)  # evaluation means whose first crossing the table repor
 
 
 def preset_of(config: dict) -> str:
-    """The preset a run's settings come from: the one of `PRESETS` whose network it trains."""
+    """The preset a run's settings come from: as run.json records it, or, for a run older than
+    that record, the one of `PRESETS` whose network it trains."""
+    if "preset" in config:
+        return config["preset"]
     networks = {configs["full"].network: name for name, configs in PRESETS.items()}
     return networks[config.get("network", "course")]
 

@@ -62,11 +62,12 @@ def test_recording_another_mode_starts_over(executed):
 def test_links_to_files_the_site_lacks_keep_only_their_text():
     text = (
         "See [the guide](INSTRUCTORS.md), [the levers](results/levers/README.md), "
-        "[TorchRL](https://github.com/pytorch/rl), [below](#modes) and ![a plot](x.png)."
+        "[TorchRL](https://github.com/pytorch/rl), [below](#modes), ![a plot](x.png) and "
+        "[the words](docs/glossary.md)."
     )
     assert site_builder.site_links(text, {"INSTRUCTORS.md"}) == (
         "See [the guide](INSTRUCTORS.md), the levers, [TorchRL](https://github.com/pytorch/rl), "
-        "[below](#modes) and ![a plot](x.png)."
+        "[below](#modes), ![a plot](x.png) and [the words](glossary.md)."
     )
 
 

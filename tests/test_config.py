@@ -2,7 +2,9 @@
 
 import dataclasses
 import inspect
+import re
 import sys
+from pathlib import Path
 
 import pytest
 import torch
@@ -14,7 +16,8 @@ from helpers.config import (
     config_for_mode,
     get_mode,
 )
-from helpers.machine import get_device, setup_banner
+from helpers.machine import NOTEBOOK_SETTINGS, get_device, setup_banner
+from helpers.results import preset_of
 
 
 def test_default_mode_is_workshop():
@@ -44,7 +47,8 @@ def test_full_mode_is_the_course_recipe_and_the_tutorial_preset_keeps_its_values
         128,
         3,
     )
-    assert config_for_mode("workshop").n_optim == 2
+    workshop = config_for_mode("workshop")
+    assert (workshop.n_optim, workshop.eval_episodes, workshop.final_episodes) == (3, 20, 100)
     assert (full.network, full.loss_function, full.double_dqn, full.tau) == (
         "course",
         "smooth_l1",
@@ -93,8 +97,20 @@ def test_the_tutorial_preset_changes_the_recipe_and_the_layout():
                 assert getattr(tutorial, name) == value, (mode, name)
         assert tutorial.pipeline == "tutorial" and course.pipeline == "course"
         assert tutorial.network == "tutorial" and course.network == "course"
+        assert (course.preset, tutorial.preset) == ("course", "tutorial")
     with pytest.raises(ValueError, match="course, tutorial"):
         config_for_mode("smoke", preset="fast")
+
+
+def test_a_run_reports_the_preset_it_started_from_not_a_guess_from_its_network():
+    """A course run with the tutorial's network is still a course run (run.json's config)."""
+    changed = config_for_mode("smoke").replace(network="tutorial").to_dict()
+    assert preset_of(changed) == "course"
+    assert preset_of(config_for_mode("smoke", preset="tutorial").to_dict()) == "tutorial"
+    older = {k: v for k, v in changed.items() if k != "preset"}  # a run.json from before
+    assert preset_of(older) == "tutorial"  # the only clue such a file has
+    with pytest.raises(ValueError, match="preset = 'fast' is not one of course, tutorial"):
+        Config(preset="fast")
 
 
 def test_epsilon_anneals_over_eps_frames_or_the_whole_run():
@@ -127,8 +143,25 @@ def test_device_override():
 
 def test_banner_names_mode_versions_and_settings():
     text = setup_banner("smoke")
-    for needle in ("mode: smoke", "torchrl 0.14.1", "device:", "total_frames", "512"):
+    for needle in ("mode: smoke", "torchrl 0.14.1", "device:", "total_frames=512", "preset=course"):
         assert needle in text
+
+
+def test_each_notebook_banner_shows_the_settings_its_cells_use():
+    """NOTEBOOK_SETTINGS lists exactly the `config.NAME` a notebook reads (the training
+    notebooks, whose `train` reads every setting, show all)."""
+    root = Path(__file__).resolve().parent.parent / "notebooks"
+    assert sorted(NOTEBOOK_SETTINGS) == sorted(p.stem for p in root.glob("0*.ipynb"))
+    for notebook, names in NOTEBOOK_SETTINGS.items():
+        used = set(re.findall(r"config\.([a-z_]+)", (root / f"{notebook}.ipynb").read_text()))
+        used.discard("replace")
+        banner = setup_banner("smoke", notebook=notebook)
+        if names == ("all",):
+            assert all(f" {f.name}=" in banner for f in dataclasses.fields(Config)), notebook
+        else:
+            assert set(names) == used, notebook
+            shown = re.findall(r" ([a-z_]+)=", banner.split("settings this notebook uses")[1])
+            assert shown == list(names), notebook
 
 
 def test_config_round_trips_through_json():

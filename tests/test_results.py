@@ -123,11 +123,12 @@ def test_the_lever_tables_say_what_their_runs_measured():
         for line in lines:
             cells = [c.strip() for c in line.strip("|").split("|")]
             name = cells[0].split()[0]
-            final = json.loads((levers / name / "evaluation.json").read_text())
-            wall = json.loads((levers / name / "command.json").read_text())["wall_seconds"]
+            folder = levers / name if (levers / name).is_dir() else RESULTS_DIR / name
+            final = json.loads((folder / "evaluation.json").read_text())
+            wall = json.loads((folder / "command.json").read_text())["wall_seconds"]
             score = f"{final['mean']:.1f} ({final['episodes']}), {final['min']}"
             assert score in cells, name
             assert cells[-1] == f"{wall / 60:.1f}", name
             if header.startswith("| candidate"):
-                run = load_run(levers / name)
+                run = load_run(folder)
                 assert cells[3:5] == [f"{run['frames_to_195']:,}", f"{run['frames_to_490']:,}"]
