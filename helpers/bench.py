@@ -38,6 +38,9 @@ RECIPE_FRAMES = 4_096  # ... and with the course's recipe, which runs several ti
 # Benchmark runs measure the loop: one short evaluation at each end, no final evaluation.
 BENCH_EVAL = dict(eval_every=1_000_000, eval_episodes=1, final_episodes=0)
 FULL_BUFFER = config_for_mode("full").buffer_size
+# The learner's functions that notebooks 04 and 05 train with, by target: bench times the
+# recipe with the notebooks' solutions of those exercises against the course's own functions.
+YOURS = {"td0": ("td0_target", "gradient_step"), "td-lambda": ("lambda_returns",)}
 
 
 def steps_per_second(env, steps: int, repeats: int) -> float:
@@ -200,19 +203,23 @@ def _median_ms(work, repeats: int = 3) -> float:
     return statistics.median(times)
 
 
-def training_rate(config: Config, target: str, name: str) -> dict:
-    """Train for config.total_frames in a subprocess; frames/s after start-up and peak memory."""
+def training_rate(config: Config, target: str, name: str, yours: tuple[str, ...] = ()) -> dict:
+    """Train for config.total_frames in a subprocess; frames/s after start-up and peak memory.
+    `yours`: the roles (`helpers.learner_functions.ROLES`) to train with the notebooks' own
+    solutions of the exercises, as a learner's run of notebook 04 or 05 does."""
     with tempfile.TemporaryDirectory(prefix="dqn-bench-") as tmp:
         out = Path(tmp) / name
         code = (
             "import sys, json; from helpers.config import Config; from helpers.training import train\n"
+            "from helpers.learner_functions import notebook_solution\n"
             "if __name__ == '__main__':\n"
             "    c = Config.from_dict(json.loads(sys.argv[1]))\n"
-            f"    train({target!r}, sys.argv[2], mode='smoke', config=c, progress=False, live_plot=False)\n"
+            "    yours = {role: notebook_solution(role) for role in json.loads(sys.argv[3])}\n"
+            f"    train({target!r}, sys.argv[2], mode='smoke', config=c, progress=False,\n"
+            "          live_plot=False, yours=yours)\n"
         )
-        proc = subprocess.Popen(
-            [sys.executable, "-c", code, json.dumps(config.to_dict()), str(out)]
-        )
+        args = [json.dumps(config.to_dict()), str(out), json.dumps(list(yours))]
+        proc = subprocess.Popen([sys.executable, "-c", code, *args])
         peak = _peak_memory(proc)
         if proc.returncode:
             raise RuntimeError(f"benchmark run {name} failed with exit code {proc.returncode}")
@@ -260,6 +267,13 @@ def run_bench(repeats: int = 1) -> dict:
         "recipe_optimisation_samples_per_s": optimisation_rate(obs_norm, recipe),
         "learner": learner_times(obs_norm, recipe),
         "training": {name: _median_run(config, name, repeats) for name, config in configs},
+        "yours": {
+            target: {
+                "course": _median_run(recipe, "recipe", repeats, target),
+                "yours": _median_run(recipe, "recipe", repeats, target, YOURS[target]),
+            }
+            for target in YOURS
+        },
     }
     training = result["training"]
     training["speedup"] = training["course"]["frames_per_s"] / training["tutorial"]["frames_per_s"]
@@ -280,11 +294,13 @@ def run_bench(repeats: int = 1) -> dict:
     return result
 
 
-def _median_run(config: Config, name: str, repeats: int) -> dict:
-    """The run with the median frames/s of `repeats` training runs (the recipe's target:
-    TD(lambda); the tutorial's: TD(0))."""
-    target = "td-lambda" if name == "recipe" else "td0"
-    runs = sorted((training_rate(config, target, name) for _ in range(repeats)), key=_rate)
+def _median_run(
+    config: Config, name: str, repeats: int, target: str = "", yours: tuple[str, ...] = ()
+) -> dict:
+    """The run with the median frames/s of `repeats` training runs (by default the recipe's
+    target is TD(lambda), the tutorial's TD(0))."""
+    target = target or ("td-lambda" if name == "recipe" else "td0")
+    runs = sorted((training_rate(config, target, name, yours) for _ in range(repeats)), key=_rate)
     return {**runs[len(runs) // 2], "runs_frames_per_s": [_rate(r) for r in runs]}
 
 
@@ -342,6 +358,15 @@ def format_bench(result: dict) -> str:
         (
             "speed-up over tutorial-faithful: course's pipeline / course's recipe",
             f"{training['speedup']:.2f}x / {training['recipe_speedup']:.2f}x",
+        ),
+        *(
+            (
+                f"recipe's training frames/s, {target}: with the notebook's own functions "
+                f"({', '.join(YOURS[target])}) / with the course's",
+                f"{runs['yours']['frames_per_s']:.1f} / {runs['course']['frames_per_s']:.1f} "
+                f"({runs['yours']['frames_per_s'] / runs['course']['frames_per_s']:.0%})",
+            )
+            for target, runs in result["yours"].items()
         ),
         (
             "peak memory, recipe / course's pipeline / tutorial",

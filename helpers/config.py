@@ -75,7 +75,7 @@ class Config:
     num_collectors: int = 1  # collectors running asynchronously, each in its own process
     parallel_envs: bool = False  # a collector's envs in worker processes (ParallelEnv), or in turn
     # "course": uint8 transforms and the compact frame replay; "tutorial": the tutorial's
-    # transform order and float32 stacks of every key in the replay (notebook 04 compares them)
+    # transform order and float32 stacks of every key in the replay (docs/replay-memory.md compares them)
     pipeline: str = "course"  # "course" or "tutorial" (above)
 
     # Exploration and initialisation
@@ -178,7 +178,7 @@ class Config:
 
 
 # The tutorial's pipeline and process layout, kept to compare against: `python -m helpers bench`
-# and notebook 04.
+# and docs/replay-memory.md.
 TUTORIAL_SYSTEM = dict(pipeline="tutorial", num_collectors=2, num_workers=2, parallel_envs=True)
 SYSTEM_FIELDS = tuple(TUTORIAL_SYSTEM)  # how the work runs, not what is learned
 # The tutorial's learning settings (its short-run values; full mode adds its "proper" ones).
@@ -253,7 +253,7 @@ TUTORIAL = Config().replace(preset="tutorial", **TUTORIAL_RECIPE, **TUTORIAL_SYS
 
 # The presets, the one list of them: each mode's settings on top of a recipe. "course" is the
 # course's recipe and layout; "tutorial" the tutorial's hyperparameters, network, pipeline and
-# process layout, kept to compare against (`--preset tutorial`, notebook 04, `bench`).
+# process layout, kept to compare against (`--preset tutorial`, `bench`).
 PRESETS: dict[str, dict[str, Config]] = {
     "course": {mode: Config().replace(**changes) for mode, changes in _COURSE_MODES.items()},
     "tutorial": {mode: TUTORIAL.replace(**changes) for mode, changes in _TUTORIAL_MODES.items()},

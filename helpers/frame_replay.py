@@ -1,6 +1,6 @@
 """Notebook 04 (the compact memory). Replay utils: the compact replay memory, each uint8 frame stored once, stacks rebuilt on sampling.
 
-Written for the course (notebook 04 explains why TorchRL's own pieces do not fit); built on
+Written for the course (docs/replay-memory.md says why TorchRL's own pieces do not fit); built on
 memory-mapped tensors like TorchRL's `LazyMemmapStorage`, normalizing with TorchRL's transforms.
 """
 

@@ -6,7 +6,9 @@ loss, and your gradient step (exercise 6) in the loop.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable
+from pathlib import Path
 
 import torch
 from tensordict import TensorDict
@@ -28,6 +30,17 @@ ROLES = {
     "td0_target": (5, "04_td0", "td0", check_td0_target),
     "gradient_step": (6, "04_td0", None, check_gradient_step),
     "lambda_returns": (7, "05_td_lambda", "td-lambda", check_lambda_returns),
+}
+
+
+NOTEBOOKS = Path(__file__).resolve().parent.parent / "notebooks"
+
+
+# The name each notebook gives the function a learner writes for a role.
+SOLUTION_NAMES = {
+    "td0_target": "double_dqn_target",
+    "gradient_step": "gradient_step_by_hand",
+    "lambda_returns": "lambda_returns",
 }
 
 
@@ -151,3 +164,15 @@ def trained_with(names: dict[str, str]) -> str:
     yours = [f"{name} (exercise {ROLES[role][0]})" for role, name in names.items()]
     rest = "" if len(names) == 2 else "; the course's own for the rest"
     return f"Training with your {' and '.join(yours)}{rest} (checked: correct)."
+
+
+def notebook_solution(role: str) -> Callable:
+    """The course notebook's own solution of the exercise behind `role` (the function a learner
+    writes there): the code cell that defines it, executed on its own."""
+    notebook = ROLES[role][1]
+    cells = json.loads((NOTEBOOKS / f"{notebook}.ipynb").read_text())["cells"]
+    name = SOLUTION_NAMES[role]
+    source = next("".join(c["source"]) for c in cells if f"def {name}(" in "".join(c["source"]))
+    namespace = {"torch": torch}
+    exec(source, namespace)
+    return namespace[name]

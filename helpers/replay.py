@@ -4,7 +4,7 @@ and `make_replay_buffer`, which picks it or the course's compact one (helpers/fr
 The naive memory stores what the collector returns: a float32 stack of 4 frames for the
 observation and another for the next observation, 131 kB a step. The compact one stores each
 64x64 grayscale frame once, as uint8 (4 kB), and rebuilds both stacks when a batch is sampled.
-Notebook 04 measures both.
+docs/replay-memory.md measures both.
 """
 
 from __future__ import annotations

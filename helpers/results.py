@@ -21,6 +21,7 @@ from helpers.runs import COMMAND_FILE, EVALUATION_FILE, LOG_FILE, RUN_FILE, read
 
 RESULTS_DIR = Path(__file__).resolve().parent.parent / "results" / "runs"
 THRESHOLDS = (195, 490)  # evaluation means whose first crossing the table reports
+BAND_PERCENTILE = 10  # bands run from this percentile of the course's runs to 100 minus it
 
 
 def preset_of(config: dict) -> str:
@@ -131,8 +132,21 @@ def eval_slots(run: dict) -> dict[int, float]:
     return slots
 
 
-def band(runs: list[dict]) -> tuple[list[float], list[float], list[float], list[float]]:
-    """Frames, lowest, mean and highest evaluation mean across runs, slot by slot.
+def percentile(values: list[float], q: float) -> float:
+    """The q-th percentile of `values`, interpolated linearly between the sorted values (numpy's
+    default): 0 is the lowest, 50 the median, 100 the highest."""
+    ordered = sorted(values)
+    position = (len(ordered) - 1) * q / 100
+    below = int(position)
+    above = min(below + 1, len(ordered) - 1)
+    return ordered[below] + (ordered[above] - ordered[below]) * (position - below)
+
+
+def band(
+    runs: list[dict], q: float = BAND_PERCENTILE
+) -> tuple[list[float], list[float], list[float], list[float]]:
+    """Frames, and the q-th, 50th and (100 - q)-th percentiles of the evaluation means across
+    runs, slot by slot.
 
     Runs evaluate a snapshot every `eval_every` frames (to a batch); the evaluations are
     matched by those frame counts (`eval_slots`), not by their order, since a run skips a
@@ -149,17 +163,25 @@ def band(runs: list[dict]) -> tuple[list[float], list[float], list[float], list[
     values = [[s[k] for s in slots] for k in shared]
     return (
         frames,
-        [min(v) for v in values],
-        [statistics.fmean(v) for v in values],
-        [max(v) for v in values],
+        [percentile(v, q) for v in values],
+        [percentile(v, 50) for v in values],
+        [percentile(v, 100 - q) for v in values],
     )
 
 
 def plot_band(ax: Axes, runs: list[dict], label: str, color: str | None = None) -> None:
-    """Draw the runs' mean evaluation curve and the band from their lowest to highest."""
-    frames, low, mean, high = band(runs)
-    (line,) = ax.plot(frames, mean, color=color, label=f"{label}: mean of {len(runs)} seeds")
-    ax.fill_between(frames, low, high, color=line.get_color(), alpha=0.2, label=f"{label}: range")
+    """Draw the runs' median evaluation curve, shaded between its 10th and 90th percentiles."""
+    frames, low, median, high = band(runs)
+    (line,) = ax.plot(frames, median, color=color, label=f"{label}: median of {len(runs)} seeds")
+    q = BAND_PERCENTILE
+    ax.fill_between(
+        frames,
+        low,
+        high,
+        color=line.get_color(),
+        alpha=0.2,
+        label=f"{label}: {q}th–{100 - q}th percentile",
+    )
 
 
 def reference_runs(
@@ -188,6 +210,28 @@ def plot_reference(rows: list[dict] | None, mode: str, target: str, title: str =
         frames, means = column(rows, "frames", "eval_mean"), column(rows, "eval_mean", "eval_mean")
         ax.plot(frames, means, "k.-", label="your run")
     return finish_figure(fig, ax, title)
+
+
+def your_place(final: dict | None, mode: str, target: str, runs: list[dict] | None = None) -> str:
+    """Where a learner's final evaluation (`evaluation.json`'s dict) lands among the final means
+    of the course's runs of the same mode and target: their 10th to 90th percentile and median,
+    and how many of them the learner's agent beats."""
+    reference = reference_runs(mode, target, runs=runs)
+    if final is None:
+        return "Your run has no final evaluation (it was interrupted): resume it to get one."
+    yours = f"Your agent: {final['mean']:.1f} steps over {final['episodes']} test episodes."
+    if not reference:
+        return f"{yours} The course ships no {mode}-mode runs of {target} to compare with."
+    means = [r["final"]["mean"] for r in reference]
+    q = BAND_PERCENTILE
+    beaten = sum(m < final["mean"] for m in means)
+    tied = sum(m == final["mean"] for m in means)
+    return (
+        f"{yours} The course's {len(means)} {target} runs in {mode} mode: {q}th–{100 - q}th "
+        f"percentile {percentile(means, q):.1f}–{percentile(means, 100 - q):.1f}, median "
+        f"{percentile(means, 50):.1f}; yours is above {beaten} of them"
+        + (f" and level with {tied}." if tied else ".")
+    )
 
 
 def plot_targets(mode: str, title: str = ""):

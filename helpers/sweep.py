@@ -27,6 +27,7 @@ from helpers.checkpoints import CHECKPOINT_FILE
 from helpers.config import config_for_mode, get_mode
 from helpers.losses import check_target
 from helpers.results import (
+    BAND_PERCENTILE,
     COMMAND_FILE,
     band,
     finish_figure,
@@ -267,7 +268,8 @@ def write_summary(out: Path, plan: list[SweepRun]) -> int:
         plot_band(ax, group, setting)
     with open(out / BANDS_CSV, "w", newline="") as f:
         writer = csv.writer(f)
-        writer.writerow(["setting", "frames", "lowest", "mean", "highest"])
+        q = BAND_PERCENTILE
+        writer.writerow(["setting", "frames", f"p{q}", "median", f"p{100 - q}"])
         writer.writerows(rows)
     finish_figure(fig, ax, f"sweep {out.name}: evaluation over seeds").savefig(
         out / BANDS_PNG, dpi=100

@@ -26,7 +26,7 @@ from helpers.logs import read_log
 from helpers.workers import worker_processes
 
 REPO = Path(__file__).resolve().parent.parent
-RECORDED_RUN = REPO / "results" / "runs" / "workshop-td-lambda-seed0"
+RECORDED_RUN = REPO / "results" / "runs" / "workshop-td-lambda-seed3"
 SHIPPED = REPO / "checkpoints" / "td-lambda"
 TRAIN = ["train", "--target", "td0", "--mode", "smoke"]
 TRAIN_LAMBDA = ["train", "--target", "td-lambda", "--mode", "smoke"]

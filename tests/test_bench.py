@@ -69,12 +69,18 @@ def test_format_bench_names_the_machine():
             "speedup": 1.25,
             "recipe_speedup": 3.75,
         },
+        "yours": {
+            "td0": {"course": {"frames_per_s": 200.0}, "yours": {"frames_per_s": 190.0}},
+            "td-lambda": {"course": {"frames_per_s": 180.0}, "yours": {"frames_per_s": 144.0}},
+        },
     }
     text = format_bench(result)
     assert "test machine" in text and "1.25x / 3.75x" in text and "80% of raw" in text
     assert "150.0 (60% of its optimisation bound)" in text and "2000 / 700" in text
     assert "128 ms / 109 ms (5.2 ms sampling + 31.0 ms learning per step, 1 thread)" in text
     assert "131,110" in text and "4,290" in text and "411 MB / 13,111 MB" in text
+    assert "(td0_target, gradient_step) / with the course's | 190.0 / 200.0 (95%) |" in text
+    assert "(lambda_returns) / with the course's | 144.0 / 180.0 (80%) |" in text
 
 
 def test_torchrl_logs_go_to_stderr_so_json_output_stays_json():

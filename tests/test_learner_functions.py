@@ -3,28 +3,16 @@ course's, a blank or a wrong function stops the run before anything is written, 
 calls yours and records them in run.json."""
 
 import json
-from pathlib import Path
 
 import pytest
 import torch
 
 from helpers.config import config_for_mode
 from helpers.envs import make_env
-from helpers.learner_functions import LearnerFunctionError, use_your_target
+from helpers.learner_functions import LearnerFunctionError, notebook_solution, use_your_target
 from helpers.losses import make_loss
 from helpers.models import make_model
 from helpers.training import train
-
-ROOT = Path(__file__).resolve().parent.parent
-
-
-def solution(notebook: str, name: str):
-    """The notebook's own solution of an exercise (the function a learner writes)."""
-    cells = json.loads((ROOT / "notebooks" / f"{notebook}.ipynb").read_text())["cells"]
-    source = next("".join(c["source"]) for c in cells if f"def {name}(" in "".join(c["source"]))
-    namespace = {"torch": torch}
-    exec(source, namespace)
-    return namespace[name]
 
 
 @pytest.fixture(scope="module")
@@ -38,14 +26,8 @@ def rollout(obs_norm):
     return model, data
 
 
-@pytest.mark.parametrize(
-    "target,role,notebook,name",
-    [
-        ("td0", "td0_target", "04_td0", "double_dqn_target"),
-        ("td-lambda", "lambda_returns", "05_td_lambda", "lambda_returns"),
-    ],
-)
-def test_the_loss_with_your_target_equals_the_courses(rollout, target, role, notebook, name):
+@pytest.mark.parametrize("target,role", [("td0", "td0_target"), ("td-lambda", "lambda_returns")])
+def test_the_loss_with_your_target_equals_the_courses(rollout, target, role):
     model, data = rollout
     sample = data.reshape(-1) if target == "td0" else data  # transitions, or [B, T] chunks
     config = config_for_mode("smoke")
@@ -55,7 +37,7 @@ def test_the_loss_with_your_target_equals_the_courses(rollout, target, role, not
         for loss in (course, yours):
             loss.target_value_network_params.apply_(lambda p: p.mul_(0.9))
     calls = []
-    function = solution(notebook, name)
+    function = notebook_solution(role)
     use_your_target(yours, target, config, lambda *a: calls.append(1) or function(*a))
     expected = course(sample.clone())["loss"]
     got = yours(sample.clone())["loss"]
@@ -98,8 +80,8 @@ def test_a_blank_or_wrong_function_stops_the_run_before_it_starts(tmp_path, targ
 def test_a_run_trains_with_your_functions_and_records_them(tmp_path, obs_norm, capsys):
     calls = {"td0_target": 0, "gradient_step": 0}
     target, step = (
-        solution("04_td0", "double_dqn_target"),
-        solution("04_td0", "gradient_step_by_hand"),
+        notebook_solution("td0_target"),
+        notebook_solution("gradient_step"),
     )
 
     def double_dqn_target(*args):

@@ -8,7 +8,16 @@ import pytest
 
 from helpers.logs import CsvLog
 from helpers.machine import setup_banner
-from helpers.results import RESULTS_DIR, band, load_run, load_runs, results_table, summary_table
+from helpers.results import (
+    RESULTS_DIR,
+    band,
+    load_run,
+    load_runs,
+    percentile,
+    results_table,
+    summary_table,
+    your_place,
+)
 from helpers.timings import format_seconds, load_times, notebook_time
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -45,9 +54,12 @@ def test_band_and_tables_by_hand(tmp_path):
     write_run(tmp_path / "a", 0, [(32, 10.0), (10_016, 200.0), (20_000, 480.0)], [500, 480])
     write_run(tmp_path / "b", 1, [(32, 12.0), (10_000, 100.0), (20_032, 500.0)], [500, 500])
     runs = load_runs(tmp_path)
-    frames, low, mean, high = band(runs)
+    frames, low, median, high = band(runs)
     assert frames == [32, 10_008, 20_016]
-    assert (low, mean, high) == ([10, 100, 480], [11, 150, 490], [12, 200, 500])
+    # 10th, 50th and 90th percentiles of two values: a tenth, half and nine tenths of the way.
+    assert low == pytest.approx([10.2, 110, 482])
+    assert median == pytest.approx([11, 150, 490])
+    assert high == pytest.approx([11.8, 190, 498])
     rows = results_table(runs).splitlines()
     # Run a: 200 >= 195 at its second evaluation (10,016 frames, 2 minutes), never 490.
     assert (
@@ -59,14 +71,41 @@ def test_band_and_tables_by_hand(tmp_path):
     assert summary[2] == "| course | full | td-lambda | 2 | 490.0, 500.0 | 495.0 ± 5.0 | 11.0 |"
 
 
+def test_your_place_among_the_course_runs_by_hand(tmp_path):
+    for seed, lengths in enumerate(([100, 100], [200, 300], [250, 250], [500, 400])):
+        write_run(tmp_path / f"r{seed}", seed, [(32, 10.0)], lengths)
+    runs = load_runs(tmp_path)  # final means 100, 250, 250, 450
+    text = your_place({"mean": 250.0, "episodes": 100}, "full", "td-lambda", runs)
+    assert text == (
+        "Your agent: 250.0 steps over 100 test episodes. The course's 4 td-lambda runs in full "
+        "mode: 10th–90th percentile 145.0–390.0, median 250.0; yours is above 1 of them and "
+        "level with 2."
+    )
+    assert your_place({"mean": 460.0, "episodes": 20}, "full", "td-lambda", runs).endswith(
+        "yours is above 4 of them."
+    )
+    assert "ships no smoke-mode runs" in your_place(
+        {"mean": 9.0, "episodes": 3}, "smoke", "td0", runs
+    )
+    assert "interrupted" in your_place(None, "full", "td-lambda", runs)
+
+
 def test_band_matches_evaluations_by_frames_not_by_order(tmp_path):
     # Run a skipped its 10,000-frame snapshot (replaced while it waited); run b was perfect at
     # 20,000 frames and evaluated no more up to its last frames, 40,000.
     write_run(tmp_path / "a", 0, [(32, 10.0), (20_000, 300.0), (30_016, 400.0)], [500], 40_000)
     write_run(tmp_path / "b", 1, [(32, 20.0), (10_000, 100.0), (20_032, 500.0)], [500], 40_000)
-    frames, low, mean, high = band(load_runs(tmp_path))
+    frames, low, median, high = band(load_runs(tmp_path))
     assert frames == [32, 20_016, 30_016]  # slot 1 left out; slot 3 is b's kept perfect agent
-    assert (low, mean, high) == ([10, 300, 400], [15, 400, 450], [20, 500, 500])
+    assert low == pytest.approx([11, 320, 410])
+    assert median == pytest.approx([15, 400, 450])
+    assert high == pytest.approx([19, 480, 490])
+
+
+def test_percentiles_by_hand():
+    assert percentile([5, 1, 4, 2, 3], 10) == pytest.approx(1.4)  # 0.4 of the way from 1 to 2
+    assert [percentile([5, 1, 4, 2, 3], q) for q in (0, 50, 100)] == [1, 3, 5]
+    assert percentile([7.0], 90) == 7.0
 
 
 def test_the_readme_and_the_results_page_show_the_shipped_results():

@@ -34,8 +34,10 @@ PAGES = [
     "06_video.html",
     "exercises.html",
     "INSTRUCTORS.html",
+    "glossary.html",
 ]
 MATH_PAGES = ["02_normalization.html", "03_model.html", "04_td0.html", "05_td_lambda.html"]
+MATH_PAGES += ["glossary.html"]
 TIMEOUT = 30_000  # ms for a page or its maths
 
 skip_without_browser()

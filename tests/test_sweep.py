@@ -99,7 +99,7 @@ def test_an_interrupted_sweep_keeps_what_ran_and_finishes_when_started_again(tmp
         }
     with open(out / "bands.csv") as f:
         band = list(csv.DictReader(f))
-    assert band and all(float(b["lowest"]) <= float(b["mean"]) <= float(b["highest"]) for b in band)
+    assert band and all(float(b["p10"]) <= float(b["median"]) <= float(b["p90"]) for b in band)
     assert (out / "bands.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     time.sleep(2)
     assert ray_processes() <= ray_before, "Ray's processes outlived the sweep"
