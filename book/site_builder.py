@@ -153,12 +153,13 @@ def landing_page(stamp: dict, pages: set[str]) -> str:
 
 
 def exercises_page(notebooks: list[Path]) -> str:
-    """Every exercise's statement and folded hint, each linked to its notebook's page."""
+    """Every exercise's statement and its two folded hints, each linked to its notebook's page."""
     lines = [
         "# Exercises\n",
-        "Seven pieces of the agent are yours to write. Each statement and hint is below; each "
-        "refers to what its notebook has just shown, so read it there first. The exercise "
-        "copy of a notebook (solutions left blank) is the one to download and fill in.\n",
+        "Seven pieces of the agent are yours to write. Each statement is below with its two "
+        "folded hints (the idea, then the API); each refers to what its notebook has just shown, "
+        "so read it there first. The exercise copy of a notebook (solutions left blank) is the "
+        "one to download and fill in.\n",
     ]
     for nb in notebooks:
         cells = json.loads(nb.read_text())["cells"]
@@ -186,7 +187,7 @@ def notebook_page(executed: Path, dest: Path) -> None:
     for cell in nb["cells"]:
         if cell.get("metadata", {}).get("nbgrader", {}).get("solution"):
             tags = cell["metadata"].setdefault("tags", [])
-            tags.append("hide-input")  # the statement and hint show; the solution is folded
+            tags.append("hide-input")  # the statement and hints show; the solution is folded
     note = {
         "cell_type": "markdown",
         "id": "site-download",

@@ -1,4 +1,4 @@
-"""Notebook 06. Video utils: record an episode's raw frames, write MP4 or GIF, and embed videos in notebooks."""
+"""Notebook 06. Video utils: record an episode's raw frames, write MP4 or GIF, embed videos in notebooks, and the factories TorchRL's renderer (`render_policy`, `rlrender`) builds a course agent with."""
 
 from __future__ import annotations
 
@@ -9,6 +9,7 @@ import imageio.v2 as imageio
 import numpy as np
 import torch
 from torchrl.envs import CatTensors, TransformedEnv
+from torchrl.modules import QValueActor
 
 from helpers.agents import load_agent
 from helpers.evaluation import MAX_STEPS, play_episode
@@ -90,6 +91,21 @@ def record_video(
     finally:
         env.close()
     return write_video(episode[RAW_KEY], out, fps), episode.numel()
+
+
+# TorchRL's renderer (`torchrl.render.render_policy`, the `rlrender` command) plays a policy
+# from a checkpoint with two factories it imports: these build a course checkpoint's agent and
+# environment. It captures the frames it finds under `pixel_key`: give it RAW_KEY.
+def agent_env(config, seed: int | None = None) -> TransformedEnv:
+    """torchrl.render's environment factory: the environment of the agent in `config.ckpt`
+    (a course checkpoint), normalized as in its training, with the raw frames kept (RAW_KEY)."""
+    return keep_raw_frames(load_agent(config.ckpt).make_env(seed=seed))
+
+
+def agent_policy(ckpt_path: str | Path) -> QValueActor:
+    """torchrl.render's policy factory: the greedy actor of a course checkpoint (the renderer
+    must not load the parameters itself: `auto_load_policy=False`, `--no-auto-load-policy`)."""
+    return load_agent(ckpt_path).policy
 
 
 def embed_video(path: str | Path, width: int = 480):

@@ -2,6 +2,9 @@
 
 import json
 import shutil
+import subprocess
+import sys
+from pathlib import Path
 
 import imageio.v2 as imageio
 import pytest
@@ -182,6 +185,32 @@ def test_video_has_a_frame_per_step_at_render_size(checkpoint, tmp_path, suffix)
     assert len(frames) == steps
     assert frames[0].shape[:2] == (400, 600)
     assert max(f.std() for f in frames) > 0  # real pictures, not blank frames
+
+
+def test_rlrender_films_a_course_checkpoint_as_the_course_plays_it(checkpoint, tmp_path):
+    """TorchRL's `rlrender` command, with the course's factories, plays the same greedy episode
+    as `play_episode` on that seed: as many steps, a frame of each state, the raw frames."""
+    out, seed, limit = tmp_path / "agent.gif", TEST_SEED, 30
+    agent = load_agent(checkpoint)
+    env = agent.make_env()
+    steps = play_episode(agent.policy, env, max_steps=limit, seed=seed).numel()
+    env.close()
+    result = subprocess.run(
+        [str(Path(sys.executable).parent / "rlrender"), "--ckpt", str(checkpoint)]
+        + ["--policy", "helpers.video:agent_policy", "--env", "helpers.video:agent_env"]
+        + ["--pixel-key", RAW_KEY, "--render-backend", "pixels", "--no-auto-load-policy"]
+        + ["--out", str(out), "--max-steps", str(limit), "--seed", str(seed)],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert result.returncode == 0, result.stderr[-2000:]
+    metadata = json.loads(Path(f"{out}.metadata.json").read_text())
+    trajectory = metadata["trajectories"][0]
+    assert (trajectory["num_steps"], trajectory["num_frames"]) == (steps, steps + 1)
+    frames = imageio.mimread(out, memtest=False)  # (Pillow merges identical neighbours)
+    assert 2 <= len(frames) <= steps + 1
+    assert frames[0].shape[:2] == (400, 600) and max(f.std() for f in frames) > 0
 
 
 def test_raw_frames_are_kept_next_to_the_observation(checkpoint):

@@ -82,11 +82,16 @@ def test_the_landing_page_is_the_readme_up_to_its_marker():
     assert "## Two commands" in page
 
 
-def test_the_exercises_page_has_each_statement_and_its_folded_hint():
+TIERS = ((1, "idea"), (2, "API"))
+
+
+def test_the_exercises_page_has_each_statement_and_its_two_folded_hints():
     page = site_builder.exercises_page(site_builder.NOTEBOOKS)
     sections = page.split("\n## ")[1:]
     assert [s.split(" ·")[0] for s in sections] == [f"Exercise {n}" for n in range(1, 8)]
     for section in sections:
-        assert "<details><summary>Hint" in section and "downloads/" in section, section[:60]
+        assert "downloads/" in section, section[:60]
+        idea, api = (section.index(f"<summary>Hint {n} · the {w}</summary>") for n, w in TIERS)
+        assert idea < api and section.count("<details>") == 2, section[:60]
         assert "### BEGIN SOLUTION" not in section
     assert "*About 5 minutes.* Write `channel_stats(frames)`" in sections[0]

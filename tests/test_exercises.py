@@ -59,13 +59,19 @@ def exercise_cells(path: Path) -> dict[str, tuple[str, str]]:
     return found
 
 
-def test_every_exercise_has_a_time_a_hint_and_a_check():
+def test_every_exercise_has_a_time_two_hints_and_a_check():
+    """Each statement has, in its cell, two folded hints: the idea, then the API."""
     numbers = []
     for name in EXERCISE_NOTEBOOKS:
-        text = "\n".join(source(c) for c in cells(ROOT / "notebooks" / f"{name}.ipynb"))
+        all_cells = cells(ROOT / "notebooks" / f"{name}.ipynb")
+        text = "\n".join(source(c) for c in all_cells)
         found = TIME.findall(text)
         assert found, f"{name} has no exercise"
-        assert text.count("<summary>Hint</summary>") == len(found)
+        for statement in (source(c) for c in all_cells if TIME.search(source(c))):
+            assert statement.count("<details>") == 2, statement[:60]
+            idea = statement.index("<details><summary>Hint 1 · the idea</summary>")
+            assert idea < statement.index("<details><summary>Hint 2 · the API</summary>")
+        assert text.count("<summary>Hint") == 2 * len(found)
         assert len(exercise_cells(ROOT / "notebooks" / f"{name}.ipynb")) == len(found)
         numbers += [int(n) for n, _ in found]
     assert numbers == list(range(1, len(numbers) + 1))
