@@ -1,4 +1,12 @@
-"""Notebook 06 (loading an agent); the rest is run tooling. Checkpoint utils: save a training run's state, and load a trained agent safely (weights only)."""
+"""Notebook 06 (loading an agent); the rest is run tooling. Checkpoint utils: save a training run's state, and load a trained agent safely (weights only).
+
+TorchRL 0.14 ships `torchrl.checkpoint.Checkpoint`: registered components saved as a folder or a
+ZIP archive with a manifest, published with an atomic replace, state dicts loaded with
+`weights_only=True`. The course keeps its own single-file format for what that lacks here: a
+shipped agent is one `agent.pt` whose SHA256SUMS manifest `sha256sum -c` also checks (TorchRL's
+manifest records no content hashes), and a save cut short by Ctrl+C, SIGTERM or a dead worker
+leaves the previous checkpoint byte for byte and no partial file (`save_checkpoint`).
+"""
 
 from __future__ import annotations
 
