@@ -25,21 +25,23 @@ from torchrl.envs.utils import RandomPolicy
 from helpers.config import SYSTEM_FIELDS, TUTORIAL, Config, config_for_mode
 from helpers.envs import make_base_env, make_env
 from helpers.frame_replay import FrameReplay
+from helpers.learner_functions import SOLUTION_NAMES
 from helpers.logs import read_log
 from helpers.loop import gradient_step, learner_threads, make_optimizer
 from helpers.losses import make_loss
 from helpers.models import make_model
 from helpers.normalization import compute_norm_constants, make_normalizer
 from helpers.replay import scratch_dir
-from helpers.runs import LOG_FILE
+from helpers.runs import LOG_FILE, RUN_FILE, read_json
 
 BENCH_FRAMES = 1_024  # frames of each benchmark training run at the tutorial's settings
 RECIPE_FRAMES = 4_096  # ... and with the course's recipe, which runs several times faster
 # Benchmark runs measure the loop: one short evaluation at each end, no final evaluation.
 BENCH_EVAL = dict(eval_every=1_000_000, eval_episodes=1, final_episodes=0)
 FULL_BUFFER = config_for_mode("full").buffer_size
-# The learner's functions that notebooks 04 and 05 train with, by target: bench times the
-# recipe with the notebooks' solutions of those exercises against the course's own functions.
+# The learner's functions that notebooks 04 and 05 train with, by target (notebook 05 trains
+# with your lambda_returns and the course's gradient step): bench times the recipe with the
+# notebooks' solutions of those exercises against the course's own functions.
 YOURS = {"td0": ("td0_target", "gradient_step"), "td-lambda": ("lambda_returns",)}
 
 
@@ -224,10 +226,16 @@ def training_rate(config: Config, target: str, name: str, yours: tuple[str, ...]
         if proc.returncode:
             raise RuntimeError(f"benchmark run {name} failed with exit code {proc.returncode}")
         rows = read_log(out / LOG_FILE)
+        trained_with = read_json(out / RUN_FILE).get("yours", {})
     trained = [r for r in rows if r["loss"] == r["loss"]]  # from the first gradient step on
     first, last = trained[0], trained[-1]
     rate = (last["frames"] - first["frames"]) / (last["seconds"] - first["seconds"])
-    return {"frames_per_s": rate, "peak_memory_mb": peak / 2**20, "frames": int(last["frames"])}
+    return {
+        "frames_per_s": rate,
+        "peak_memory_mb": peak / 2**20,
+        "frames": int(last["frames"]),
+        "yours": trained_with,  # what run.json recorded: role -> your function's name
+    }
 
 
 def _peak_memory(proc: subprocess.Popen) -> int:
@@ -267,13 +275,16 @@ def run_bench(repeats: int = 1) -> dict:
         "recipe_optimisation_samples_per_s": optimisation_rate(obs_norm, recipe),
         "learner": learner_times(obs_norm, recipe),
         "training": {name: _median_run(config, name, repeats) for name, config in configs},
-        "yours": {
-            target: {
-                "course": _median_run(recipe, "recipe", repeats, target),
-                "yours": _median_run(recipe, "recipe", repeats, target, YOURS[target]),
-            }
-            for target in YOURS
-        },
+    }
+    # The recipe's TD(lambda) run above is the course's own side of that comparison.
+    course_runs = {"td-lambda": result["training"]["recipe"]}
+    course_runs["td0"] = _median_run(recipe, "recipe", repeats, "td0")
+    result["yours"] = {
+        target: {
+            "course": course_runs[target],
+            "yours": _median_run(recipe, "recipe", repeats, target, YOURS[target]),
+        }
+        for target in YOURS
     }
     training = result["training"]
     training["speedup"] = training["course"]["frames_per_s"] / training["tutorial"]["frames_per_s"]
@@ -361,8 +372,8 @@ def format_bench(result: dict) -> str:
         ),
         *(
             (
-                f"recipe's training frames/s, {target}: with the notebook's own functions "
-                f"({', '.join(YOURS[target])}) / with the course's",
+                f"recipe's training frames/s, {target}: with the notebook's own "
+                f"{', '.join(SOLUTION_NAMES[role] for role in YOURS[target])} / the course's",
                 f"{runs['yours']['frames_per_s']:.1f} / {runs['course']['frames_per_s']:.1f} "
                 f"({runs['yours']['frames_per_s'] / runs['course']['frames_per_s']:.0%})",
             )

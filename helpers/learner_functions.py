@@ -169,10 +169,12 @@ def trained_with(names: dict[str, str]) -> str:
 def notebook_solution(role: str) -> Callable:
     """The course notebook's own solution of the exercise behind `role` (the function a learner
     writes there): the code cell that defines it, executed on its own."""
-    notebook = ROLES[role][1]
+    notebook, name = ROLES[role][1], SOLUTION_NAMES[role]
     cells = json.loads((NOTEBOOKS / f"{notebook}.ipynb").read_text())["cells"]
-    name = SOLUTION_NAMES[role]
-    source = next("".join(c["source"]) for c in cells if f"def {name}(" in "".join(c["source"]))
+    sources = ("".join(c["source"]) for c in cells if c["cell_type"] == "code")
+    source = next((s for s in sources if f"def {name}(" in s), None)
+    if source is None:
+        raise LookupError(f"notebooks/{notebook}.ipynb defines no {name}(): was it renamed?")
     namespace = {"torch": torch}
     exec(source, namespace)
     return namespace[name]

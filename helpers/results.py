@@ -170,7 +170,8 @@ def band(
 
 
 def plot_band(ax: Axes, runs: list[dict], label: str, color: str | None = None) -> None:
-    """Draw the runs' median evaluation curve, shaded between its 10th and 90th percentiles."""
+    """Draw the runs' median evaluation curve, shaded between the BAND_PERCENTILE-th percentile
+    and 100 minus it."""
     frames, low, median, high = band(runs)
     (line,) = ax.plot(frames, median, color=color, label=f"{label}: median of {len(runs)} seeds")
     q = BAND_PERCENTILE
@@ -214,11 +215,11 @@ def plot_reference(rows: list[dict] | None, mode: str, target: str, title: str =
 
 def your_place(final: dict | None, mode: str, target: str, runs: list[dict] | None = None) -> str:
     """Where a learner's final evaluation (`evaluation.json`'s dict) lands among the final means
-    of the course's runs of the same mode and target: their 10th to 90th percentile and median,
-    and how many of them the learner's agent beats."""
-    reference = reference_runs(mode, target, runs=runs)
+    of the course's runs of the same mode and target: their BAND_PERCENTILE-th to (100 minus
+    it)-th percentile and median, and how many of them the learner's agent beats."""
     if final is None:
         return "Your run has no final evaluation (it was interrupted): resume it to get one."
+    reference = reference_runs(mode, target, runs=runs)
     yours = f"Your agent: {final['mean']:.1f} steps over {final['episodes']} test episodes."
     if not reference:
         return f"{yours} The course ships no {mode}-mode runs of {target} to compare with."

@@ -249,7 +249,7 @@ def _start_ray(address: str | None, num_cpus: int | None):
 
 def write_summary(out: Path, plan: list[SweepRun]) -> int:
     """summary.md (mean and spread per setting, then each run's final evaluation), bands.csv
-    and bands.png (each setting's evaluation curves: lowest, mean and highest over seeds), for
+    and bands.png (each setting's evaluation curves: median and 10th to 90th percentile over seeds), for
     the runs of `plan` that are complete; return how many are."""
     runs = []
     for run in plan:

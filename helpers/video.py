@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import imageio.v2 as imageio
 import numpy as np
@@ -14,6 +15,9 @@ from torchrl.modules import QValueActor
 from helpers.agents import load_agent
 from helpers.evaluation import MAX_STEPS, play_episode
 from helpers.machine import output_dir
+
+if TYPE_CHECKING:
+    from torchrl.render import RenderConfig
 
 RAW_KEY = "pixels_raw"  # the untouched RGB frame, copied before the other transforms
 VIDEO_NAME = "td-lambda-agent.mp4"  # what `make course` leaves in outputs/
@@ -96,7 +100,7 @@ def record_video(
 # TorchRL's renderer (`torchrl.render.render_policy`, the `rlrender` command) plays a policy
 # from a checkpoint with two factories it imports: these build a course checkpoint's agent and
 # environment. It captures the frames it finds under `pixel_key`: give it RAW_KEY.
-def agent_env(config, seed: int | None = None) -> TransformedEnv:
+def agent_env(config: RenderConfig, seed: int | None = None) -> TransformedEnv:
     """torchrl.render's environment factory: the environment of the agent in `config.ckpt`
     (a course checkpoint), normalized as in its training, with the raw frames kept (RAW_KEY)."""
     return keep_raw_frames(load_agent(config.ckpt).make_env(seed=seed))

@@ -5,7 +5,8 @@ import sys
 
 import pytest
 
-from helpers.bench import bytes_per_frame, format_bench
+from helpers.bench import YOURS, bytes_per_frame, format_bench, training_rate
+from helpers.config import config_for_mode
 
 pytestmark = pytest.mark.slow  # left out of the quick lane (make check)
 
@@ -79,8 +80,26 @@ def test_format_bench_names_the_machine():
     assert "150.0 (60% of its optimisation bound)" in text and "2000 / 700" in text
     assert "128 ms / 109 ms (5.2 ms sampling + 31.0 ms learning per step, 1 thread)" in text
     assert "131,110" in text and "4,290" in text and "411 MB / 13,111 MB" in text
-    assert "(td0_target, gradient_step) / with the course's | 190.0 / 200.0 (95%) |" in text
-    assert "(lambda_returns) / with the course's | 144.0 / 180.0 (80%) |" in text
+    assert (
+        "own double_dqn_target, gradient_step_by_hand / the course's | 190.0 / 200.0 (95%) |"
+        in text
+    )
+    assert (
+        "td-lambda: with the notebook's own lambda_returns / the course's | 144.0 / 180.0 (80%)"
+        in text
+    )
+
+
+@pytest.mark.slow
+def test_a_benchmark_run_trains_with_the_notebooks_functions():
+    """bench's side-by-side run really trains with the notebooks' solutions: run.json says so."""
+    config = config_for_mode("smoke").replace(total_frames=256, init_random_frames=64)
+    run = training_rate(config, "td0", "yours", YOURS["td0"])
+    assert run["yours"] == {
+        "td0_target": "double_dqn_target",
+        "gradient_step": "gradient_step_by_hand",
+    }
+    assert run["frames"] == 256 and run["frames_per_s"] > 0
 
 
 def test_torchrl_logs_go_to_stderr_so_json_output_stays_json():
