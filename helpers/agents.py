@@ -72,7 +72,7 @@ def load_agent(path: str | Path, device: str | torch.device = "cpu") -> Agent:
         raise CheckpointError(f"{path} is not a usable training checkpoint: {err}") from None
     env = make_env(obs_norm=obs_norm)
     try:
-        actor = make_actor(env, config.init_bias, device, config.network)
+        actor = make_actor(env, config.init_bias, device, config.network, config.frames_seen)
     finally:
         env.close()
     load_params_into(actor, params, str(path))

@@ -15,6 +15,8 @@ TARGETS = ("td0", "td-lambda")  # one-step targets (notebook 04), lambda-returns
 EVAL_SEED = 100_000
 TEST_SEED = 200_000
 MAX_STEPS = 500  # CartPole-v1 truncates its episodes at 500 steps
+FRAME_STACK = 4  # the observation stacks this many consecutive frames (notebook 01)
+REWARD_SCALE = 0.1  # the environment's reward of 1 per step reaches the agent as 0.1
 DEFAULT_MODE = "workshop"
 MODE_VARIABLE = "DQN_COURSE_MODE"
 
@@ -22,11 +24,13 @@ MODE_VARIABLE = "DQN_COURSE_MODE"
 # The values `Config` accepts.
 _POSITIVE = ("total_frames", "frames_per_batch", "batch_size", "buffer_size", "lr", "chunk_length")
 _POSITIVE += ("num_workers", "num_collectors", "eval_every", "eval_episodes", "eval_max_steps")
-_POSITIVE += ("norm_init_iter", "n_optim", "max_grad_norm")
+_POSITIVE += ("norm_init_iter", "n_optim", "max_grad_norm", "frames_seen", "reward_scale")
 _COUNTS = ("init_random_frames", "eps_frames", "final_episodes", "random_shift")
 _RATES = ("gamma", "lmbda", "tau", "eps_init", "eps_end")
 PRESET_NAMES = ("course", "tutorial")  # the recipes a run starts from (`PRESETS` below)
 LOSS_FUNCTIONS = ("smooth_l1", "l2")  # Huber, squared error (networks and pipelines: their modules)
+# Faults planted on purpose for notebook 07's "find the bug" (helpers.sabotage); "" is none.
+SABOTAGES = ("", "ignore-terminated", "next-action")
 _RANGES = (
     (_POSITIVE, "positive", lambda v: v > 0),
     (_COUNTS, "0 or more", lambda v: v >= 0),
@@ -68,6 +72,10 @@ class Config:
     buffer_size: int = 100_000  # replay buffer capacity, in frames
     chunk_length: int = 16  # consecutive steps per stored chunk for TD(lambda) (notebook 05)
     random_shift: int = 0  # DrQ augmentation: replayed stacks move up to this many pixels (0: off)
+    reward_scale: float = REWARD_SCALE  # what each step's reward of 1 is multiplied by
+
+    # What the network sees of each stack (1: where the pole is, not how fast it moves)
+    frames_seen: int = FRAME_STACK  # the newest frames of the stack the network is given
 
     # How the work is laid out on the machine (the same learning either way; see
     # docs/speed-and-memory.md)
@@ -90,6 +98,9 @@ class Config:
     final_episodes: int = 100  # episodes of the final evaluation, on other seeds
     eval_max_steps: int = MAX_STEPS  # the longest evaluation episode (CartPole-v1 stops there)
     norm_init_iter: int = 1_000  # random steps used to compute the normalization constants
+
+    # Notebook 07's "find the bug"
+    sabotage: str = ""  # a fault planted on purpose, one of SABOTAGES ("": none)
 
     def __post_init__(self) -> None:
         """Refuse settings of the wrong type or out of range, with the setting's name."""
@@ -123,6 +134,16 @@ class Config:
             raise ValueError(
                 f"Setting loss_function = {self.loss_function!r} is not one of "
                 f"{', '.join(LOSS_FUNCTIONS)}."
+            )
+        if self.frames_seen > FRAME_STACK:
+            raise ValueError(
+                f"Setting frames_seen must be 1 to {FRAME_STACK} (the frames of a stack), "
+                f"got {self.frames_seen}."
+            )
+        if self.sabotage not in SABOTAGES:
+            raise ValueError(
+                f"Setting sabotage = {self.sabotage!r} is not one of "
+                f"{', '.join(repr(s) for s in SABOTAGES)}."
             )
         if self.eps_init < self.eps_end:
             raise ValueError(

@@ -26,6 +26,8 @@ from torchrl.envs import (
 )
 from torchrl.envs.libs.gym import GymEnv
 
+from helpers.config import FRAME_STACK, REWARD_SCALE
+
 # pygame draws CartPole; with no screen (servers, CI, Docker) it needs SDL's dummy driver.
 os.environ.setdefault("SDL_VIDEODRIVER", "dummy")
 
@@ -35,7 +37,6 @@ FRAME_SIZE = 64  # frames are resized to FRAME_SIZE x FRAME_SIZE
 # above and below is white in every frame (notebook 01 checks it), so cutting them loses nothing
 # and leaves 60% less to convert and resize.
 CROP_TOP, CROP_HEIGHT = 160, 160
-FRAME_STACK = 4  # the observation stacks this many consecutive frames
 FRAMES_KEY = "frames"  # the stack as uint8 frames, before the float conversion (for the replay)
 PIPELINES = ("course", "tutorial")
 
@@ -117,7 +118,9 @@ class FrameNorm(ObservationNorm):
         return observation_spec
 
 
-def make_transforms(obs_norm: dict | None = None, pipeline: str = "course") -> Compose:
+def make_transforms(
+    obs_norm: dict | None = None, pipeline: str = "course", reward_scale: float = REWARD_SCALE
+) -> Compose:
     """The observation pipeline, ending with the normalization (lazy when no constants).
 
     "tutorial" is the tutorial's order: ToTensorImage, RewardScaling, GrayScale, Resize,
@@ -126,7 +129,7 @@ def make_transforms(obs_norm: dict | None = None, pipeline: str = "course") -> C
     uint8 stack under `frames` for the compact replay memory, and only then converts to float:
     the same scene, drawn taller, for much less work per step (notebook 01 shows both).
     """
-    reward = RewardScaling(loc=0.0, scale=0.1)  # reward 1 -> 0.1 per step
+    reward = RewardScaling(loc=0.0, scale=reward_scale)  # reward 1 -> 0.1 per step
     if check_pipeline(pipeline) == "tutorial":
         stack = CatFrames(FRAME_STACK, in_keys=["pixels"], dim=-3)  # -> [4, 64, 64]
         shrink = [ToTensorImage(), reward, GrayScale(), Resize(FRAME_SIZE, FRAME_SIZE), stack]
@@ -165,6 +168,7 @@ def make_env(
     device: str | torch.device | None = None,
     seed: int | None = None,
     pipeline: str = "course",
+    reward_scale: float = REWARD_SCALE,
 ) -> TransformedEnv:
     """Build the environment the agent sees: stacked, normalized 64x64 grayscale frames.
 
@@ -179,6 +183,7 @@ def make_env(
         device: where the environment puts its tensors (default: CPU).
         seed: seed for the environment(s), for repeatable rollouts.
         pipeline: "course" (uint8 first, see `make_transforms`) or "tutorial".
+        reward_scale: what the reward of 1 per step is multiplied by (Config.reward_scale).
     """
     if obs_norm is not None:
         check_norm_constants(obs_norm)
@@ -191,7 +196,7 @@ def make_env(
         base_env = SerialEnv(num_workers, factory)
     else:
         base_env = factory()
-    env = TransformedEnv(base_env, make_transforms(obs_norm, pipeline))
+    env = TransformedEnv(base_env, make_transforms(obs_norm, pipeline, reward_scale))
     if seed is not None:
         env.set_seed(seed)
     return env

@@ -14,6 +14,7 @@ from torchrl.envs import ExplorationType
 
 from helpers.config import Config
 from helpers.envs import make_env
+from helpers.sabotage import sabotage_batch, sabotage_sample
 from helpers.workers import children_ignore_interrupts
 
 
@@ -78,11 +79,13 @@ def learn_batch(
 
     Returns the last step's loss and gradient norm, for the log (nothing before learning).
     """
-    replay.extend(data)
+    replay.extend(sabotage_batch(data, config.sabotage) if config.sabotage else data)
     if not (learning and len(replay)):
         return {}
     for _ in range(config.n_optim):
         sample = replay.sample().to(device, non_blocking=True)
+        if config.sabotage:  # notebook 07's planted faults (helpers.sabotage); none by default
+            sample = sabotage_sample(sample, config.sabotage)
         loss, grad_norm = step(loss_module, optim, target_updater, sample, config.max_grad_norm)
     return {"loss": loss, "grad_norm": grad_norm}
 
@@ -126,6 +129,7 @@ def plain_collector(config: Config, policy, obs_norm: dict, total_frames: int, d
             obs_norm=obs_norm,
             num_workers=config.num_workers,
             pipeline=config.pipeline,
+            reward_scale=config.reward_scale,
         ),
         policy,
         num_collectors=config.num_collectors,

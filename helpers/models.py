@@ -11,7 +11,7 @@ from torch import nn
 from torchrl.envs import EnvBase
 from torchrl.modules import DuelingCnnDQNet, EGreedyModule, QValueActor
 
-from helpers.config import Config
+from helpers.config import FRAME_STACK, Config
 
 # The networks, by name (Config.network). Both are torchrl's DuelingCnnDQNet: convolutions,
 # then an advantage head and a value head, each an MLP.
@@ -66,12 +66,31 @@ def check_network(network: str) -> str:
     return network
 
 
-def make_qnet(num_actions: int, init_bias: float, network: str = "course") -> DuelingCnnDQNet:
-    """A dueling network (`NETWORKS[network]`): CNN features, then advantage and value MLP heads."""
+class NewestFrames(nn.Module):
+    """Keeps the newest `count` frames of a [..., FRAME_STACK, H, W] stack (Config.frames_seen)."""
+
+    def __init__(self, count: int) -> None:
+        super().__init__()
+        self.count = count
+
+    def forward(self, stack: torch.Tensor) -> torch.Tensor:
+        return stack[..., -self.count :, :, :]
+
+
+def make_qnet(
+    num_actions: int, init_bias: float, network: str = "course", frames_seen: int = FRAME_STACK
+) -> DuelingCnnDQNet:
+    """A dueling network (`NETWORKS[network]`): CNN features, then advantage and value MLP heads.
+
+    With `frames_seen` below FRAME_STACK its convolutions see only the newest frames of each
+    stack (notebook 07 measures what the older ones are worth).
+    """
     kwargs = NETWORKS[check_network(network)]
     net = DuelingCnnDQNet(num_actions, 1, dict(kwargs["cnn"]), dict(kwargs["mlp"]))
     # The value head's last bias starts at init_bias: a first guess at Q that speeds up learning.
     net.value[-1].bias.data.fill_(init_bias)
+    if frames_seen < FRAME_STACK:
+        net.features = nn.Sequential(NewestFrames(frames_seen), net.features)
     return net
 
 
@@ -80,9 +99,10 @@ def make_actor(
     init_bias: float = 2.0,
     device: str | torch.device = "cpu",
     network: str = "course",
+    frames_seen: int = FRAME_STACK,
 ) -> QValueActor:
     """A greedy QValueActor for `env`, with its lazy layers initialised on a fake batch."""
-    net = make_qnet(env.action_spec.shape[-1], init_bias, network).to(device)
+    net = make_qnet(env.action_spec.shape[-1], init_bias, network, frames_seen).to(device)
     actor = QValueActor(net, in_keys=["pixels"], spec=env.action_spec).to(device)
     # Lazy layers learn their input sizes from the first batch: feed one made of zeros.
     try:
@@ -114,14 +134,15 @@ def make_model(env: EnvBase, config: Config, device: str | torch.device = "cpu")
 
     Args:
         env: an environment built by `helpers.envs.make_env` (gives specs and a fake batch).
-        config: hyperparameters (`network`, `init_bias`, `eps_init`, `eps_end`, `eps_frames`).
+        config: hyperparameters (`network`, `frames_seen`, `init_bias`, `eps_init`, `eps_end`,
+            `eps_frames`).
         device: where the network lives.
     """
     if not isinstance(env, EnvBase):
         raise TypeError(
             f"make_model needs a torchrl environment (make_env()), got {type(env).__name__}."
         )
-    actor = make_actor(env, config.init_bias, device, config.network)
+    actor = make_actor(env, config.init_bias, device, config.network, config.frames_seen)
     if config.pipeline == "course" and torch.device(device).type == "cpu":
         # Convolutions run about 10% faster on a CPU with channels-last weights (measured
         # here; not measured on a GPU, so left alone there). The values are the same.
