@@ -79,6 +79,15 @@ def _bench(args: argparse.Namespace) -> int:
 def _results(args: argparse.Namespace) -> int:
     from helpers.results import RESULTS_DIR, load_runs, results_table, summary_table
 
+    if args.pool is not None:
+        from helpers.experiments import ablation_table, pool_runs
+
+        if not Path(args.pool).is_dir():
+            print(f"error: --pool {args.pool}: no such folder", file=sys.stderr)
+            return 2
+        pool_runs(args.pool, args.figure)
+        print(ablation_table(), f"\nThe room's runs over the bands: {args.figure}", sep="\n")
+        return 0
     runs = load_runs(args.root or RESULTS_DIR)
     if not runs:
         print(f"error: no finished runs under {args.root or RESULTS_DIR}", file=sys.stderr)
@@ -198,6 +207,12 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("results", help="print the tables of the recipe runs in results/runs")
     p.add_argument("--root", default=None, help="folder of run folders (default: results/runs)")
+    p.add_argument(
+        "--pool",
+        default=None,
+        help="a folder of learners' run folders (notebook 07): draw each over its ablation's band",
+    )
+    p.add_argument("--figure", default="pool.png", help="where --pool saves its figure")
     p.set_defaults(func=_results)
 
     p = sub.add_parser(

@@ -336,26 +336,46 @@ def check_gradient_step(function: Callable, actor: QValueActor, config: Config, 
 
 # ----- notebook 05 ------------------------------------------------------------------------------
 def check_lambda_returns(function: Callable) -> None:
-    """`function(reward, next_value, done, terminated, gamma, lmbda)` of 1-D tensors over time
-    returns the λ-returns, as TorchRL's `vec_td_lambda_return_estimate` computes them (through
+    """`function(reward, next_value, done, terminated, gamma, lmbda)` of tensors whose last axis
+    is time (one chunk [T], or a batch of chunks [B, T], as `train` calls it) returns the
+    λ-returns, as TorchRL's `vec_td_lambda_return_estimate` computes them (through
     `helpers.losses.td_lambda_target`, which the course's loss uses)."""
     __tracebackhide__ = True
     name = "λ-returns"
     generator = torch.Generator().manual_seed(6)
-    reward, next_value = torch.rand(9, generator=generator), torch.randn(9, generator=generator)
-    terminated = torch.tensor([0, 0, 1, 0, 0, 0, 0, 0, 0], dtype=torch.bool)
-    done = terminated | torch.tensor([0, 0, 0, 0, 0, 1, 0, 0, 0], dtype=torch.bool)
-    batch = (x.view(1, -1, 1) for x in (reward, next_value, done, terminated))  # [B, T, 1]
-    expected = td_lambda_target(*batch, 0.9, 0.7).flatten()
+    reward, next_value = (
+        torch.rand(3, 9, generator=generator),
+        torch.randn(3, 9, generator=generator),
+    )
+    terminated = torch.zeros(3, 9, dtype=torch.bool)
+    terminated[0, 2] = terminated[2, 6] = True
+    done = terminated.clone()
+    done[0, 5] = done[1, 3] = True  # truncated steps: done, not terminated
+    batch = (x.unsqueeze(-1) for x in (reward, next_value, done, terminated))  # [B, T, 1]
+    expected = td_lambda_target(*batch, 0.9, 0.7).squeeze(-1)
     inputs = {"reward": reward, "next_value": next_value, "done": done, "terminated": terminated}
-    before = {key: value.clone() for key, value in inputs.items()}
-    got = _call(name, function, *inputs.values(), 0.9, 0.7)
-    for key, value in inputs.items():
+    # One chunk first, where the recursion is easiest to get right and its errors to read
+    chunk = {key: value[0].clone() for key, value in inputs.items()}
+    before = {key: value.clone() for key, value in chunk.items()}
+    got = _call(name, function, *chunk.values(), 0.9, 0.7)
+    for key, value in chunk.items():
         if not torch.equal(value, before[key]):
             _fail(
                 name,
                 f"your function changed its input `{key}` in place: write the returns into a "
                 "tensor of their own (the caller still needs its rewards and values).",
             )
-    compare(name, got, expected, "returns")
+    compare(name, got, expected[0], "returns")
+    try:
+        got = _call(name, function, *inputs.values(), 0.9, 0.7)
+    except RuntimeError as err:
+        if "ambiguous" not in str(err):
+            raise
+        _fail(
+            name,
+            "right for one chunk, but train() gives a batch of chunks [B, T] at once: an `if` "
+            "on `done[t]` cannot decide for all chunks. Index time as [..., t] and choose "
+            "per chunk with torch.where.",
+        )
+    compare(name, got, expected, "returns of a batch of chunks [B, T]")
     passed(name)

@@ -131,20 +131,13 @@ class YourTargets(torch.nn.Module):
             next_q = self._next_q(tensordict, self.loss.value_network_params.data)
             next_q_target = self._next_q(tensordict, target_params)
             targets = self.function(reward, next_q, next_q_target, flag("terminated"), gamma)
-        else:  # chunks [B, T]: your λ-returns chunk by chunk
+        else:  # chunks [B, T]: your λ-returns of the whole batch of chunks at once
             if next_value is None:  # (double_dqn off: the target network's maximum)
                 value = self._next_q(tensordict, target_params).max(-1).values
             else:
                 value = next_value.squeeze(-1)
             done, terminated = flag("done"), flag("terminated")
-            targets = torch.stack(
-                [
-                    self.function(
-                        reward[i], value[i], done[i], terminated[i], gamma, self.config.lmbda
-                    )
-                    for i in range(reward.shape[0])
-                ]
-            )
+            targets = self.function(reward, value, done, terminated, gamma, self.config.lmbda)
         return targets.to(reward.dtype).unsqueeze(-1)
 
 

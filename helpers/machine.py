@@ -90,6 +90,7 @@ NOTEBOOK_SETTINGS: dict[str, tuple[str, ...]] = {
     "04_td0": ("all",),
     "05_td_lambda": ("all",),
     "06_video": ("gamma", "eval_max_steps"),
+    "07_experiments": ("all",),
 }
 
 

@@ -213,22 +213,30 @@ def plot_reference(rows: list[dict] | None, mode: str, target: str, title: str =
     return finish_figure(fig, ax, title)
 
 
-def your_place(final: dict | None, mode: str, target: str, runs: list[dict] | None = None) -> str:
+def your_place(
+    final: dict | None,
+    mode: str,
+    target: str,
+    runs: list[dict] | None = None,
+    label: str | None = None,
+) -> str:
     """Where a learner's final evaluation (`evaluation.json`'s dict) lands among the final means
-    of the course's runs of the same mode and target: their BAND_PERCENTILE-th to (100 minus
-    it)-th percentile and median, and how many of them the learner's agent beats."""
+    of the course's runs of the same mode and target (or of `runs`, called `label`): their
+    BAND_PERCENTILE-th to (100 minus it)-th percentile and median, and how many of them the
+    learner's agent beats."""
     if final is None:
         return "Your run has no final evaluation (it was interrupted): resume it to get one."
     reference = reference_runs(mode, target, runs=runs)
     yours = f"Your agent: {final['mean']:.1f} steps over {final['episodes']} test episodes."
+    label = label or f"{target} runs in {mode} mode"
     if not reference:
-        return f"{yours} The course ships no {mode}-mode runs of {target} to compare with."
+        return f"{yours} The course ships no {label} to compare with."
     means = [r["final"]["mean"] for r in reference]
     q = BAND_PERCENTILE
     beaten = sum(m < final["mean"] for m in means)
     tied = sum(m == final["mean"] for m in means)
     return (
-        f"{yours} The course's {len(means)} {target} runs in {mode} mode: {q}th–{100 - q}th "
+        f"{yours} The course's {len(means)} {label}: {q}th–{100 - q}th "
         f"percentile {percentile(means, q):.1f}–{percentile(means, 100 - q):.1f}, median "
         f"{percentile(means, 50):.1f}; yours is above {beaten} of them"
         + (f" and level with {tied}." if tied else ".")

@@ -67,13 +67,34 @@ def returns_loop(
     """The backward λ-return recursion, with one of its parts changed."""
     returns = torch.zeros_like(reward) if out is None else out
     terminal = terminated if terminal is None else terminal
+    steps = reward.shape[-1]
+    for t in reversed(range(steps)):
+        bootstrap = next_value[..., t]
+        if t + 1 < steps:
+            a, b = mix or (1 - lmbda, lmbda)
+            mixed = a * next_value[..., t] + b * returns[..., t + 1]
+            bootstrap = torch.where(done[..., t] & use_done, next_value[..., t], mixed)
+        returns[..., t] = reward[..., t] + gamma * (1 - terminal[..., t].float()) * bootstrap
+    return returns
+
+
+def returns_one_chunk(reward, next_value, done, terminated, gamma, lmbda):
+    """Right for one chunk [T], written with an `if` that a batch of chunks cannot answer."""
+    returns = torch.zeros_like(reward)
     for t in reversed(range(len(reward))):
         bootstrap = next_value[t]
-        if (not done[t] or not use_done) and t + 1 < len(reward):
-            a, b = mix or (1 - lmbda, lmbda)
-            bootstrap = a * next_value[t] + b * returns[t + 1]
-        returns[t] = reward[t] + gamma * (1 - terminal[t].float()) * bootstrap
+        if not done[t] and t + 1 < len(reward):
+            bootstrap = (1 - lmbda) * next_value[t] + lmbda * returns[t + 1]
+        returns[t] = reward[t] + gamma * (1 - terminated[t].float()) * bootstrap
     return returns
+
+
+def returns_chunk_by_chunk(reward, next_value, done, terminated, gamma, lmbda):
+    """Right for a batch too: the one-chunk recursion applied to each row in turn."""
+    if reward.dim() == 1:
+        return returns_one_chunk(reward, next_value, done, terminated, gamma, lmbda)
+    rows = zip(reward, next_value, done, terminated)
+    return torch.stack([returns_one_chunk(*row, gamma, lmbda) for row in rows])
 
 
 def one_random_action_for_all(greedy, eps, n):
@@ -286,6 +307,11 @@ WRONG = {
         lambda r, v, d, term, g, lm: returns_loop(r, v, d, term, g, lm, mix=(lm, 1 - lm)),
         r"returns\[0\] is",
     ),
+    "one chunk only (an if on done)": (
+        "lambda_returns",
+        returns_one_chunk,
+        r"right for one chunk, but train\(\) gives a batch of chunks \[B, T\]",
+    ),
 }
 
 RIGHT = {
@@ -328,6 +354,7 @@ RIGHT = {
         "lambda_returns",
         lambda r, v, d, term, g, lm: returns_loop(r, v, d, term, g, lm, out=r.clone()),
     ),
+    "chunk by chunk": ("lambda_returns", returns_chunk_by_chunk),
 }
 
 

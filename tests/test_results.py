@@ -84,7 +84,7 @@ def test_your_place_among_the_course_runs_by_hand(tmp_path):
     assert your_place({"mean": 460.0, "episodes": 20}, "full", "td-lambda", runs).endswith(
         "yours is above 4 of them."
     )
-    assert "ships no smoke-mode runs" in your_place(
+    assert "ships no td0 runs in smoke mode" in your_place(
         {"mean": 9.0, "episodes": 3}, "smoke", "td0", runs
     )
     assert "interrupted" in your_place(None, "full", "td-lambda", runs)

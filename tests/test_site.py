@@ -32,6 +32,7 @@ PAGES = [
     "04_td0.html",
     "05_td_lambda.html",
     "06_video.html",
+    "07_experiments.html",
     "exercises.html",
     "INSTRUCTORS.html",
     "glossary.html",

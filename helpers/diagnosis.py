@@ -1,0 +1,94 @@
+"""Notebook 07. Find the bug: runs trained with one planted fault each, to be named from their curves alone.
+
+Each case is a real workshop-mode run in `results/broken/FAULT/`, made with
+`python -m helpers sweep --mode workshop --seeds 3 --set SETTING --out results/broken/FAULT`,
+where SETTING plants the fault: a `sabotage=` option of the course's code (`helpers.sabotage`)
+or a setting mistyped. The notebook shows the cases by letter, so that the folder's name does
+not give the answer away at a glance.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from helpers.logs import read_log
+from helpers.plots import plot_training
+from helpers.results import RESULTS_DIR
+from helpers.runs import LOG_FILE
+
+BROKEN_DIR = RESULTS_DIR.parent / "broken"
+HEALTHY_RUN = RESULTS_DIR / "workshop-td-lambda-seed3"  # the recipe on the cases' seed
+
+# What a learner can answer: the planted faults and two that were not planted.
+SUSPECTS: dict[str, str] = {
+    "ignore-terminated": "the target bootstraps through the pole's fall (terminated ignored)",
+    "next-action": "each step is stored with the action of the step after it",
+    "epsilon-never-annealed": "epsilon never anneals: the agent explores at random all along",
+    "online-target": "the target is computed with the online network, not the target network",
+    "reward-sign": "the reward's sign is flipped: falling early pays",
+}
+CASES = {"A": "next-action", "B": "epsilon-never-annealed", "C": "ignore-terminated"}
+# The setting each case was trained with (its command.json has the whole command).
+SETTINGS = {
+    "ignore-terminated": "sabotage=ignore-terminated",
+    "next-action": "sabotage=next-action",
+    "epsilon-never-annealed": "eps_frames=10000000 (10,000 mistyped with three more zeros)",
+}
+# How each fault shows in the curves: what the check says once the learner has answered.
+SIGNATURES: dict[str, str] = {
+    "ignore-terminated": (
+        "The value climbs towards 0.1 / (1 - 0.99) = 10, the value of an episode that never "
+        "ends, and stays there: when falling costs nothing in the target, every state looks "
+        "as good as every other, and the evaluation has nothing to learn from."
+    ),
+    "next-action": (
+        "Loss, value and gradient norm look healthy: the rewards and the bootstrapped values "
+        "are right, only the action they are credited to is wrong. The evaluation never takes "
+        "off, because the network learns what the following action was worth."
+    ),
+    "epsilon-never-annealed": (
+        "The training episodes stay as short as random play (about 22 steps) for the whole run "
+        "while the evaluations, played greedily, do better: the learning works from replayed "
+        "random play (Q-learning is off-policy), but the collector never stops exploring."
+    ),
+}
+
+
+def check_case(letter: str) -> str:
+    """The fault behind case `letter`, or a ValueError that lists the cases."""
+    if letter not in CASES:
+        raise ValueError(f"Unknown case {letter!r}: choose one of {', '.join(CASES)}.")
+    return CASES[letter]
+
+
+def case_log(letter: str, root: str | Path = BROKEN_DIR) -> list[dict]:
+    """The log rows of case `letter`'s run."""
+    logs = sorted((Path(root) / check_case(letter)).glob(f"*/{LOG_FILE}"))
+    if not logs:
+        raise FileNotFoundError(f"Case {letter}'s run is missing from {root}.")
+    return read_log(logs[0])
+
+
+def show_case(letter: str):
+    """The six panels of case `letter`'s run (notebook 04's `plot_training`)."""
+    return plot_training(case_log(letter), f"case {letter}: one planted fault")
+
+
+def show_healthy():
+    """The same six panels for the recipe on the cases' training seed."""
+    return plot_training(read_log(HEALTHY_RUN / LOG_FILE), "the recipe, healthy, seed 3")
+
+
+def check_diagnosis(letter: str, suspect: str | None) -> str:
+    """Whether `suspect` (one of SUSPECTS) is case `letter`'s fault, and what gives it away."""
+    fault = check_case(letter)
+    if suspect is None:
+        return f"Case {letter}: write your answer, one of: {', '.join(SUSPECTS)}."
+    if suspect not in SUSPECTS:
+        raise ValueError(f"Unknown suspect {suspect!r}: choose one of {', '.join(SUSPECTS)}.")
+    if suspect != fault:
+        return (
+            f"Case {letter}: not {suspect}. Look again at the panel that fault would change "
+            "first, and at the one that looks healthy."
+        )
+    return f"Case {letter}: yes, {SUSPECTS[fault]} ({SETTINGS[fault]}). {SIGNATURES[fault]}"

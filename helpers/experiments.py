@@ -1,0 +1,214 @@
+"""Notebook 07. Ablations: the recipe with one ingredient taken out, their reference bands, and a room's runs drawn over them.
+
+Each ablation is one `Config` change (the `--set NAME=VALUE` of the command line). Its reference
+runs are a sweep in `results/ablations/NAME/`, made with
+`python -m helpers sweep --mode workshop --seeds 3 4 5 --set SETTING --out results/ablations/NAME`:
+the same training seeds as three of the recipe's own runs in `results/runs/`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import matplotlib.pyplot as plt
+
+from helpers.config import SYSTEM_FIELDS, Config, config_for_mode, get_mode
+from helpers.logs import column, read_log
+from helpers.results import (
+    RESULTS_DIR,
+    finish_figure,
+    load_runs,
+    percentile,
+    plot_band,
+    reference_runs,
+)
+from helpers.runs import LOG_FILE, RUN_FILE, read_json
+
+ABLATIONS_DIR = RESULTS_DIR.parent / "ablations"
+TARGET = "td-lambda"  # every ablation changes the recipe of notebook 05
+
+
+@dataclass(frozen=True)
+class Ablation:
+    """One ingredient taken out: what changes, and what we expected before running it."""
+
+    title: str
+    setting: str  # NAME=VALUE, as for `--set`
+    hypothesis: str
+
+
+ABLATIONS: dict[str, Ablation] = {
+    "lambda-0": Ablation(
+        "one-step targets on the same chunks (λ = 0)",
+        "lmbda=0.0",
+        "The λ-return carries a reward back over several steps at once, so with λ = 0 values "
+        "spread more slowly and the agent learns later. Same chunks, same samples: this is the "
+        "fair TD(0) control.",
+    ),
+    "no-double-dqn": Ablation(
+        "plain DQN's max instead of double DQN",
+        "double_dqn=false",
+        "The max over noisy Q-values is biased upwards (van Hasselt et al. 2016): the value "
+        "curve climbs higher and the evaluations are less steady.",
+    ),
+    "squared-error": Ablation(
+        "squared error instead of Huber",
+        "loss_function=l2",
+        "With rewards of 0.1 a TD error beyond 1 is rare, and below 1 Huber is half the squared "
+        "error: the squared error doubles the gradient, and otherwise changes little.",
+    ),
+    "epsilon-from-0.1": Ablation(
+        "ε starts at 0.1 (the tutorial's) instead of 1.0",
+        "eps_init=0.1",
+        "The untrained network plays nearly the same short episode every time, so the memory "
+        "fills with little variety and learning starts later.",
+    ),
+    "no-target-network": Ablation(
+        "no target network (τ = 1)",
+        "tau=1.0",
+        "The target moves with every gradient step, so the network chases its own estimates: "
+        "less stable learning (Mnih et al. 2015).",
+    ),
+    "slow-target-network": Ablation(
+        "a slow target network (τ = 0.005)",
+        "tau=0.005",
+        "The target lags about 200 gradient steps behind instead of 25: steadier, but values "
+        "travel more slowly, so 60,000 frames may not be enough.",
+    ),
+    "one-frame": Ablation(
+        "one frame instead of a stack of four",
+        "frames_seen=1",
+        "One frame shows where the pole is, not which way it moves: the agent cannot tell a "
+        "pole falling from one recovering, and scores far lower.",
+    ),
+    "one-gradient-step": Ablation(
+        "one gradient step per batch instead of three",
+        "n_optim=1",
+        "A third of the updates on the same data: slower learning per frame.",
+    ),
+    "no-reward-scaling": Ablation(
+        "rewards of 1 instead of 0.1",
+        "reward_scale=1.0",
+        "Values ten times larger: TD errors beyond 1 become common, where Huber's gradient "
+        "stops growing, and the first guess of the value head (2) is far off.",
+    ),
+}
+
+
+def check_ablation(name: str) -> Ablation:
+    """The ablation called `name`, or a ValueError that lists them."""
+    if name not in ABLATIONS:
+        raise ValueError(f"Unknown ablation {name!r}: choose one of {', '.join(ABLATIONS)}.")
+    return ABLATIONS[name]
+
+
+def ablation_config(name: str, mode: str | None = None) -> Config:
+    """The recipe of `mode` with the ablation's one change."""
+    return config_for_mode(get_mode(mode)).with_settings([check_ablation(name).setting])
+
+
+def ablation_runs(name: str, root: str | Path = ABLATIONS_DIR) -> list[dict]:
+    """The ablation's finished reference runs (maybe none yet)."""
+    check_ablation(name)
+    return load_runs(Path(root) / name) if (Path(root) / name).is_dir() else []
+
+
+def _row(title: str, setting: str, runs: list[dict]) -> str:
+    setting = setting or "—"
+    if not runs:
+        return f"| {title} | `{setting}` | not run yet | | | |"
+    means = sorted(r["final"]["mean"] for r in runs)
+    seeds = ", ".join(str(r["seed"]) for r in sorted(runs, key=lambda r: r["seed"]))
+    minutes = [r["minutes"] for r in runs]
+    return (
+        f"| {title} | `{setting}` | {seeds} | {', '.join(f'{m:.1f}' for m in means)} "
+        f"| {percentile(means, 50):.1f} | {min(minutes):.1f}–{max(minutes):.1f} |"
+    )
+
+
+def ablation_table(root: str | Path = ABLATIONS_DIR, runs: list[dict] | None = None) -> str:
+    """A markdown table of the workshop recipe's TD(λ) runs and each ablation's: training seeds,
+    final means over 100 test episodes (lowest first), their median and the wall minutes."""
+    recipe = reference_runs("workshop", TARGET, runs=load_runs() if runs is None else runs)
+    lines = [
+        "| ablation | setting | training seeds | final means | median | minutes |",
+        "|---|---|---|---|---|---|",
+        _row("the recipe (none)", "", recipe),
+    ]
+    for name, ablation in ABLATIONS.items():
+        lines.append(_row(ablation.title, ablation.setting, ablation_runs(name, root)))
+    return "\n".join(lines)
+
+
+def _curve(ax, rows: list[dict], label: str, style: str = "k.-") -> None:
+    frames, means = column(rows, "frames", "eval_mean"), column(rows, "eval_mean", "eval_mean")
+    ax.plot(frames, means, style, label=label)
+
+
+def plot_ablation(name: str, rows: list[dict] | None = None, title: str = ""):
+    """The recipe's band and the ablation's (workshop mode), and a run's curve (`rows`) on top."""
+    ablation = check_ablation(name)
+    fig, ax = plt.subplots(figsize=(8, 4))
+    recipe = reference_runs("workshop", TARGET)
+    if recipe:
+        plot_band(ax, recipe, "recipe")
+    runs = ablation_runs(name)
+    if runs:
+        plot_band(ax, runs, ablation.setting)
+    if rows:
+        _curve(ax, rows, "your run")
+    return finish_figure(fig, ax, title or f"{ablation.title}, workshop mode")
+
+
+def ablation_of(run: dict) -> str | None:
+    """The ablation a run is (`run` as in run.json: its "mode" and "config"), or None for the
+    recipe or any other change. Settings of how the work runs (SYSTEM_FIELDS) do not count."""
+    mode, fields = run["mode"], Config.__dataclass_fields__
+    settings = Config.from_dict({k: v for k, v in run["config"].items() if k in fields}).to_dict()
+    recipe = config_for_mode(mode).to_dict()
+
+    def changes(values: dict) -> dict:
+        return {k: v for k, v in values.items() if v != recipe[k] and k not in SYSTEM_FIELDS}
+
+    for name in ABLATIONS:
+        if changes(settings) == changes(ablation_config(name, mode).to_dict()):
+            return name
+    return None
+
+
+def pool_runs(folder: str | Path, path: str | Path | None = None):
+    """Every TD(lambda) run folder under `folder` (a room's runs, gathered in one place), drawn
+    over the band of the ablation it ran, one panel per ablation, each run labelled by its path
+    under `folder`; saved to `path` when given."""
+    groups: dict[str, list[tuple[str, list[dict]]]] = {}
+    folder = Path(folder)
+    for run_file in sorted(folder.rglob(RUN_FILE)):
+        log = run_file.parent / LOG_FILE
+        if not log.is_file():
+            continue
+        run = read_json(run_file)
+        if run["target"] != TARGET:  # (the bands are TD(lambda)'s)
+            continue
+        name = ablation_of(run) or "recipe"
+        label = str(run_file.parent.relative_to(folder))
+        groups.setdefault(name, []).append((label, read_log(log)))
+    if not groups:
+        raise ValueError(
+            f"No TD(lambda) run folders (with {RUN_FILE} and {LOG_FILE}) under {folder}: copy "
+            "the learners' outputs/ablation-NAME folders there."
+        )
+    fig, axes = plt.subplots(len(groups), 1, figsize=(8, 3.5 * len(groups)), squeeze=False)
+    recipe = reference_runs("workshop", TARGET)
+    for ax, (name, runs) in zip(axes[:, 0], sorted(groups.items())):
+        if recipe:
+            plot_band(ax, recipe, "recipe")
+        if name != "recipe" and ablation_runs(name):
+            plot_band(ax, ablation_runs(name), ABLATIONS[name].setting)
+        for label, rows in runs:
+            _curve(ax, rows, label, ".-")
+        title = "the recipe" if name == "recipe" else ABLATIONS[name].title
+        finish_figure(fig, ax, f"{title}: {len(runs)} run(s)")
+    if path is not None:
+        fig.savefig(path, dpi=80)
+    return fig

@@ -1,0 +1,152 @@
+"""Notebook 07: the ablations, their table and bands, a room's runs pooled, and the find-the-bug
+check, against hand-made run folders and the committed reference runs."""
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from helpers.config import SYSTEM_FIELDS, config_for_mode
+from helpers.diagnosis import (
+    BROKEN_DIR,
+    CASES,
+    SETTINGS,
+    SIGNATURES,
+    SUSPECTS,
+    case_log,
+    check_diagnosis,
+)
+from helpers.experiments import (
+    ABLATIONS,
+    ABLATIONS_DIR,
+    ablation_config,
+    ablation_of,
+    ablation_table,
+    pool_runs,
+)
+from helpers.logs import CsvLog
+
+ROOT = Path(__file__).resolve().parent.parent
+README = ROOT / "README.md"
+
+
+def changed(config, mode="workshop") -> dict:
+    recipe = config_for_mode(mode).to_dict()
+    return {k: v for k, v in config.to_dict().items() if v != recipe[k]}
+
+
+def test_every_ablation_is_one_setting_of_the_recipe():
+    for name, ablation in ABLATIONS.items():
+        key = ablation.setting.partition("=")[0]
+        assert list(changed(ablation_config(name, "workshop"))) == [key], name
+    with pytest.raises(ValueError, match="Unknown ablation 'huber'"):
+        ablation_config("huber")
+
+
+def test_ablation_of_names_a_runs_ablation_whatever_its_mode_or_layout():
+    for mode in ("smoke", "workshop"):
+        for name in ABLATIONS:
+            config = ablation_config(name, mode).replace(num_workers=4)  # layout: not counted
+            assert ablation_of({"mode": mode, "config": config.to_dict()}) == name
+    recipe = config_for_mode("workshop")
+    assert ablation_of({"mode": "workshop", "config": recipe.to_dict()}) is None
+    two = recipe.replace(double_dqn=False, tau=1.0).to_dict()
+    assert ablation_of({"mode": "workshop", "config": two}) is None
+    assert "num_workers" in SYSTEM_FIELDS
+
+
+def write_run(folder: Path, config: dict, seed: int, evals: list[float], final: list[int]):
+    """A run folder as `train` and the sweep leave it (evaluations every 5,000 frames)."""
+    folder.mkdir(parents=True)
+    run = {"target": "td-lambda", "mode": "workshop", "seed": seed, "config": config}
+    (folder / "run.json").write_text(json.dumps(run))
+    log = CsvLog(folder / "log.csv")
+    for i, mean in enumerate(evals):
+        log.write({"batch": i, "frames": 5_000 * i + 32, "eval_mean": mean, "seconds": 60.0 * i})
+    n, mean = len(final), sum(final) / len(final)
+    stats = {"episodes": n, "mean": mean, "std": 0.0, "min": min(final), "max": max(final)}
+    (folder / "evaluation.json").write_text(json.dumps(stats))
+    command = {"command": "sweep", "rc": 0, "wall_seconds": 540 + 60 * seed}
+    (folder / "command.json").write_text(json.dumps(command))
+
+
+def test_ablation_table_reads_the_runs_by_hand(tmp_path):
+    config = ablation_config("one-frame", "workshop").to_dict()
+    write_run(tmp_path / "one-frame" / "a", config, 4, [10, 30], [20, 40])  # mean 30
+    write_run(tmp_path / "one-frame" / "b", config, 3, [10, 50], [50, 50])  # mean 50
+    recipe = config_for_mode("workshop").to_dict()
+    write_run(tmp_path / "recipe" / "r", recipe, 3, [10, 500], [500])
+    from helpers.results import load_runs
+
+    rows = ablation_table(tmp_path, load_runs(tmp_path / "recipe")).splitlines()
+    assert rows[2] == "| the recipe (none) | `—` | 3 | 500.0 | 500.0 | 12.0–12.0 |"
+    one = next(r for r in rows if "frames_seen=1" in r)
+    assert one.endswith("| `frames_seen=1` | 3, 4 | 30.0, 50.0 | 40.0 | 12.0–13.0 |")
+    assert sum("not run yet" in r for r in rows) == len(ABLATIONS) - 1
+
+
+def test_pool_draws_each_run_over_its_ablations_band(tmp_path):
+    room = tmp_path / "room"
+    for name, learner in (("no-double-dqn", "ana"), ("no-double-dqn", "bo"), ("one-frame", "cy")):
+        config = ablation_config(name, "workshop").to_dict()
+        write_run(room / learner / f"ablation-{name}", config, 0, [10, 200], [300])
+    fig = pool_runs(room, tmp_path / "room.png")
+    titles = sorted(ax.get_title() for ax in fig.axes)
+    assert titles == [
+        "one frame instead of a stack of four: 1 run(s)",
+        "plain DQN's max instead of double DQN: 2 run(s)",
+    ]
+    assert (tmp_path / "room.png").stat().st_size > 10_000
+    with pytest.raises(ValueError, match=r"No TD\(lambda\) run folders"):
+        pool_runs(tmp_path / "room" / "ana" / "nothing-here")
+
+
+def test_pool_from_the_command_line(tmp_path):
+    config = ablation_config("lambda-0", "workshop").to_dict()
+    write_run(tmp_path / "room" / "ana", config, 0, [10, 200], [300])
+    figure = tmp_path / "room.png"
+    args = ["results", "--pool", str(tmp_path / "room"), "--figure", str(figure)]
+    done = subprocess.run(
+        [sys.executable, "-m", "helpers", *args], capture_output=True, text=True, cwd=ROOT
+    )
+    assert done.returncode == 0, done.stderr
+    assert figure.is_file() and "| ablation | setting |" in done.stdout
+    missing = [sys.executable, "-m", "helpers", "results", "--pool", str(tmp_path / "none")]
+    done = subprocess.run(missing, capture_output=True, text=True, cwd=ROOT)
+    assert done.returncode == 2 and "no such folder" in done.stderr
+
+
+def test_the_readme_shows_the_ablation_table_as_the_runs_give_it():
+    assert ablation_table() in README.read_text()
+
+
+def test_committed_ablation_runs_are_the_setting_they_are_filed_under():
+    for folder in sorted(ABLATIONS_DIR.glob("*/*/run.json")):
+        run = json.loads(folder.read_text())
+        assert ablation_of(run) == folder.parent.parent.name, folder
+
+
+def test_diagnosis_answers_explain_the_signature():
+    for letter, fault in CASES.items():
+        assert fault in SUSPECTS and fault in SIGNATURES and fault in SETTINGS
+        right = check_diagnosis(letter, fault)
+        assert right.startswith(f"Case {letter}: yes") and SIGNATURES[fault] in right
+        wrong = next(s for s in SUSPECTS if s != fault)
+        assert check_diagnosis(letter, wrong).startswith(f"Case {letter}: not {wrong}")
+        assert "write your answer" in check_diagnosis(letter, None)
+    with pytest.raises(ValueError, match="Unknown suspect 'gamma'"):
+        check_diagnosis("A", "gamma")
+    with pytest.raises(ValueError, match="Unknown case 'D'"):
+        check_diagnosis("D", "next-action")
+
+
+def test_each_broken_run_was_trained_with_its_planted_fault():
+    for letter, fault in CASES.items():
+        (command_file,) = (BROKEN_DIR / fault).glob("*/command.json")
+        command = json.loads(command_file.read_text())
+        assert command["rc"] == 0
+        assert f"--set {SETTINGS[fault].split()[0]}" in command["command"]
+        assert "--mode workshop" in command["command"]
+        assert case_log(letter)[-1]["frames"] == config_for_mode("workshop").total_frames
