@@ -156,7 +156,7 @@ def exercises_page(notebooks: list[Path]) -> str:
     """Every exercise's statement and its two folded hints, each linked to its notebook's page."""
     lines = [
         "# Exercises\n",
-        "Seven pieces of the agent are yours to write. Each statement is below with its two "
+        "Eight pieces of the agent are yours to write. Each statement is below with its two "
         "folded hints (the idea, then the API); each refers to what its notebook has just shown, "
         "so read it there first. The exercise copy of a notebook (solutions left blank) is the "
         "one to download and fill in.\n",

@@ -40,9 +40,9 @@ RECIPE_FRAMES = 4_096  # ... and with the course's recipe, which runs several ti
 BENCH_EVAL = dict(eval_every=1_000_000, eval_episodes=1, final_episodes=0)
 FULL_BUFFER = config_for_mode("full").buffer_size
 # The learner's functions that notebooks 04 and 05 train with, by target (notebook 05 trains
-# with your lambda_returns and the course's gradient step): bench times the recipe with the
-# notebooks' solutions of those exercises against the course's own functions.
-YOURS = {"td0": ("td0_target", "gradient_step"), "td-lambda": ("lambda_returns",)}
+# with your lambda_returns and the course's gradient step and loop body): bench times the
+# recipe with the notebooks' solutions of those exercises against the course's own functions.
+YOURS = {"td0": ("td0_target", "gradient_step", "loop_body"), "td-lambda": ("lambda_returns",)}
 
 
 def steps_per_second(env, steps: int, repeats: int) -> float:

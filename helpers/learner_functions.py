@@ -1,7 +1,7 @@
 """Notebooks 04 and 05. Your own functions in the training run: `train(..., yours={...})` checks
 the exercises' functions it is given before it starts, then trains with them in place of the
-course's own: your double-DQN target (exercise 5) or your λ-returns (exercise 7) inside the
-loss, and your gradient step (exercise 6) in the loop.
+course's own: your double-DQN target (exercise 5) or your λ-returns (exercise 8) inside the
+loss, your gradient step (exercise 6) and your loop body (exercise 7) in the loop.
 """
 
 from __future__ import annotations
@@ -22,6 +22,7 @@ from helpers.exercises import (
     check_lambda_returns,
     check_td0_target,
 )
+from helpers.loop_check import check_loop_body
 from helpers.models import make_model
 
 # Each function `train` takes from you: its exercise, its notebook, the target it serves
@@ -29,7 +30,8 @@ from helpers.models import make_model
 ROLES = {
     "td0_target": (5, "04_td0", "td0", check_td0_target),
     "gradient_step": (6, "04_td0", None, check_gradient_step),
-    "lambda_returns": (7, "05_td_lambda", "td-lambda", check_lambda_returns),
+    "loop_body": (7, "04_td0", None, check_loop_body),
+    "lambda_returns": (8, "05_td_lambda", "td-lambda", check_lambda_returns),
 }
 
 
@@ -40,6 +42,7 @@ NOTEBOOKS = Path(__file__).resolve().parent.parent / "notebooks"
 SOLUTION_NAMES = {
     "td0_target": "double_dqn_target",
     "gradient_step": "gradient_step_by_hand",
+    "loop_body": "loop_body_by_hand",
     "lambda_returns": "lambda_returns",
 }
 
@@ -150,13 +153,14 @@ def use_your_target(loss: DQNLoss, target: str, config: Config, function: Callab
     loss._value_estimator = YourTargets(loss, target, config, function)
 
 
-def trained_with(names: dict[str, str]) -> str:
-    """The line `train` prints: whose functions this run trains with."""
+def trained_with(names: dict[str, str], target: str) -> str:
+    """The line `train` prints: whose functions this `target` run trains with."""
     if not names:
-        return "Training with the course's own target and gradient step."
+        return "Training with the course's own target, gradient step and loop body."
     yours = [f"{name} (exercise {ROLES[role][0]})" for role, name in names.items()]
-    rest = "" if len(names) == 2 else "; the course's own for the rest"
-    return f"Training with your {' and '.join(yours)}{rest} (checked: correct)."
+    serving = [role for role, (_, _, serves, _) in ROLES.items() if serves in (None, target)]
+    rest = "" if set(serving) <= set(names) else "; the course's own for the rest"
+    return f"Training with your {', '.join(yours)}{rest} (checked: correct)."
 
 
 def notebook_solution(role: str) -> Callable:

@@ -1,12 +1,13 @@
 """Notebook 04. The parts of the training loop that `train`, `bench` and notebook 04 share: the collector
-that plays, and the optimiser, gradient step and batch update that learn (loss, backward, clip,
-Adam step, soft target update)."""
+that plays, the optimiser and gradient step that learn (loss, backward, clip, Adam step, soft
+target update), and the loop's body that puts them together for each collected batch."""
 
 from __future__ import annotations
 
 import functools
 import gc
 import traceback
+from collections.abc import Callable
 
 import torch
 from torchrl.collectors import Collector
@@ -14,7 +15,7 @@ from torchrl.envs import ExplorationType
 
 from helpers.config import Config
 from helpers.envs import make_env
-from helpers.sabotage import sabotage_batch, sabotage_sample
+from helpers.sabotage import sabotage_sample
 from helpers.workers import children_ignore_interrupts
 
 
@@ -62,32 +63,44 @@ def gradient_step(
     return loss.item(), grad_norm.item()
 
 
-def learn_batch(
+def loop_body(
     data,
-    replay,
-    loss_module,
-    optim,
-    target_updater,
-    config: Config,
-    device,
+    store: Callable,
+    sample: Callable,
+    update: Callable,
+    egreedy,
+    collector,
+    n_optim: int,
     learning: bool,
-    step=gradient_step,
-) -> dict:
-    """The DQN update of one collected batch: store it in the replay memory, then, once
-    `learning` (the memory holds `init_random_frames`), take `n_optim` gradient steps on
-    replayed samples (`step`: the course's `gradient_step`, or yours from notebook 04).
+) -> list:
+    """One turn of the training loop, once the collector has yielded the batch `data`.
 
-    Returns the last step's loss and gradient norm, for the log (nothing before learning).
+    Store the batch (`store(data)`); once `learning` (the memory holds `init_random_frames`),
+    take `n_optim` updates, each on a sample drawn just before it (`update(sample())`: a
+    gradient step); explore a little less (`egreedy.step` by the batch's frames); give the
+    collector the new weights. Returns what each update returned, in order (none before
+    learning). Notebook 04's exercise 7 writes it; `train` takes yours in its place.
     """
-    replay.extend(sabotage_batch(data, config.sabotage) if config.sabotage else data)
-    if not (learning and len(replay)):
-        return {}
-    for _ in range(config.n_optim):
-        sample = replay.sample().to(device, non_blocking=True)
+    store(data)
+    results = [update(sample()) for _ in range(n_optim)] if learning else []
+    egreedy.step(data.numel())
+    collector.update_policy_weights_()
+    return results
+
+
+def make_update(
+    loss_module, optim, target_updater, config: Config, device, step: Callable = gradient_step
+) -> Callable:
+    """The `update(sample)` of `loop_body`: the sample moved to `device`, then one gradient
+    step (`step`: the course's `gradient_step`, or yours from notebook 04)."""
+
+    def update(sample) -> tuple[float, float]:
+        sample = sample.to(device, non_blocking=True)
         if config.sabotage:  # notebook 07's planted faults (helpers.sabotage); none by default
             sample = sabotage_sample(sample, config.sabotage)
-        loss, grad_norm = step(loss_module, optim, target_updater, sample, config.max_grad_norm)
-    return {"loss": loss, "grad_norm": grad_norm}
+        return step(loss_module, optim, target_updater, sample, config.max_grad_norm)
+
+    return update
 
 
 def make_collector(

@@ -32,10 +32,11 @@ from helpers.learner_functions import check_yours, trained_with, use_your_target
 from helpers.logs import CsvLog, read_log
 from helpers.loop import (
     gradient_step,
-    learn_batch,
     learner_threads,
+    loop_body,
     make_collector,
     make_optimizer,
+    make_update,
 )
 from helpers.losses import check_target, make_loss
 from helpers.machine import get_device
@@ -52,6 +53,7 @@ from helpers.runs import (
     RunFolder,
     check_run_arguments,
 )
+from helpers.sabotage import sabotage_batch
 from helpers.workers import (
     StopOnInterrupt,
     WorkerGone,
@@ -112,8 +114,9 @@ def train(
         live_plot: redraw a learning curve during training (default: inside a notebook).
         progress: show a progress bar.
         yours: your own functions to train with, in place of the course's (notebooks 04 and
-            05): {"td0_target": ..., "gradient_step": ..., "lambda_returns": ...}, each checked
-            by its exercise's check before the run starts (helpers.learner_functions).
+            05): {"td0_target": ..., "gradient_step": ..., "loop_body": ...,
+            "lambda_returns": ...}, each checked by its exercise's check before the run starts
+            (helpers.learner_functions).
 
     Interrupting (Ctrl+C, the notebook's stop button, SIGTERM) ends the run cleanly after the
     current batch: the log kept, a checkpoint saved, the collectors' processes stopped. The
@@ -149,7 +152,7 @@ def train(
             }
         )
     )
-    print(trained_with(names))
+    print(trained_with(names, target))
     with RunFolder(out_dir) as folder:
         if not resume:  # (before anything is written or set aside)
             check_free_space(config, target, out_dir)
@@ -248,26 +251,28 @@ def _train(
                 {evaluator.process.pid: "The evaluation"},
             )
             collector.set_seed(seed)
+            body = yours.get("loop_body", loop_body)
+            step = yours.get("gradient_step", gradient_step)
+            update = make_update(loss_module, optim, target_updater, config, device, step)
             for data in collector:
-                # The algorithm: learn from the batch, anneal epsilon, update the collector.
+                # The algorithm: store, learn, explore less, hand the weights over (loop_body).
                 with stop.deferred():  # a second interrupt waits for the batch's updates
                     row = _batch_row(data, counters)
                     stored += data.numel()
-                    row.update(
-                        learn_batch(
-                            data,
-                            replay,
-                            loss_module,
-                            optim,
-                            target_updater,
-                            config,
-                            device,
-                            learning=stored >= config.init_random_frames,
-                            step=yours.get("gradient_step", gradient_step),
-                        )
+                    if config.sabotage:  # notebook 07's planted faults; none by default
+                        data = sabotage_batch(data, config.sabotage)
+                    results = body(
+                        data,
+                        replay.extend,
+                        replay.sample,
+                        update,
+                        model.egreedy,
+                        collector,
+                        config.n_optim,
+                        stored >= config.init_random_frames and len(replay) > 0,
                     )
-                    model.egreedy.step(data.numel())
-                    collector.update_policy_weights_()
+                    if results:
+                        row["loss"], row["grad_norm"] = results[-1]
                     row["epsilon"] = float(model.egreedy.eps)
                     row["seconds"] = round(time.monotonic() - start, 2)
                     log.write(row)

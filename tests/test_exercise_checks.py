@@ -1,10 +1,11 @@
-"""The seven checks against wrong solutions a learner could plausibly write, each of which must
+"""The eight checks against wrong solutions a learner could plausibly write, each of which must
 be caught with its own message, and against correct variants, which must pass."""
 
 import pytest
 import torch
 
 from helpers import exercises
+from helpers.loop_check import check_loop_body
 
 STORE_LEAVE_OUT = ("pixels", ("next", "pixels"))
 STD = {"dim": (0, 2, 3)}
@@ -95,6 +96,54 @@ def returns_chunk_by_chunk(reward, next_value, done, terminated, gamma, lmbda):
         return returns_one_chunk(reward, next_value, done, terminated, gamma, lmbda)
     rows = zip(reward, next_value, done, terminated)
     return torch.stack([returns_one_chunk(*row, gamma, lmbda) for row in rows])
+
+
+def body(
+    data,
+    store,
+    sample,
+    update,
+    egreedy,
+    collector,
+    n_optim,
+    learning,
+    *,
+    store_first=True,
+    gate=True,
+    updates=None,
+    frames=None,
+    weights_first=False,
+    one_sample=False,
+    last_only=False,
+):
+    """The loop's body for one batch, with one of its parts changed or moved."""
+    if store_first:
+        store(data)
+    if weights_first:
+        collector.update_policy_weights_()
+    results = []
+    if learning or not gate:
+        drawn = sample() if one_sample else None
+        for _ in range(n_optim if updates is None else updates):
+            results.append(update(drawn if one_sample else sample()))
+    if not store_first:
+        store(data)
+    egreedy.step(data.numel() if frames is None else frames)
+    if not weights_first:
+        collector.update_policy_weights_()
+    return results[-1] if last_only else results
+
+
+def body_weights_then_epsilon(data, store, sample, update, egreedy, collector, n_optim, learning):
+    """Right: the learning, then the weights and epsilon in the other order, with a for loop."""
+    store(data)
+    results = []
+    if learning:
+        for _ in range(n_optim):
+            results.append(update(sample()))
+    collector.update_policy_weights_()
+    egreedy.step(data.numel())
+    return results
 
 
 def one_random_action_for_all(greedy, eps, n):
@@ -307,6 +356,41 @@ WRONG = {
         lambda r, v, d, term, g, lm: returns_loop(r, v, d, term, g, lm, mix=(lm, 1 - lm)),
         r"returns\[0\] is",
     ),
+    "loop body: sampled before storing": (
+        "loop_body",
+        lambda *a: body(*a, store_first=False),
+        "store the batch first",
+    ),
+    "loop body: learning before init_random_frames": (
+        "loop_body",
+        lambda *a: body(*a, gate=False),
+        "before `learning` is True no update and no sample",
+    ),
+    "loop body: one update whatever n_optim": (
+        "loop_body",
+        lambda *a: body(*a, updates=1),
+        r"take n_optim updates once learning \(n_optim=3",
+    ),
+    "loop body: epsilon by one step": (
+        "loop_body",
+        lambda *a: body(*a, frames=1),
+        r"by the batch's frames, 32 here .*egreedy.step\(1,\)",
+    ),
+    "loop body: weights before the updates": (
+        "loop_body",
+        lambda *a: body(*a, weights_first=True),
+        "the weights before the last update",
+    ),
+    "loop body: one sample for every update": (
+        "loop_body",
+        lambda *a: body(*a, one_sample=True),
+        "each update learns from the sample drawn just before it",
+    ),
+    "loop body: returns the last update only": (
+        "loop_body",
+        lambda *a: body(*a, last_only=True),
+        "return a list of what each update returned",
+    ),
     "one chunk only (an if on done)": (
         "lambda_returns",
         returns_one_chunk,
@@ -355,11 +439,12 @@ RIGHT = {
         lambda r, v, d, term, g, lm: returns_loop(r, v, d, term, g, lm, out=r.clone()),
     ),
     "chunk by chunk": ("lambda_returns", returns_chunk_by_chunk),
+    "loop body: weights, then epsilon": ("loop_body", body_weights_then_epsilon),
 }
 
 
 def run(exercise: str, function, inputs: dict) -> None:
-    check = getattr(exercises, f"check_{exercise}")
+    check = check_loop_body if exercise == "loop_body" else getattr(exercises, f"check_{exercise}")
     if exercise == "store_transitions":
         check(function, inputs["batch"], inputs["obs_norm"])
     elif exercise == "gradient_step":

@@ -78,10 +78,11 @@ def test_a_blank_or_wrong_function_stops_the_run_before_it_starts(tmp_path, targ
 
 @pytest.mark.slow
 def test_a_run_trains_with_your_functions_and_records_them(tmp_path, obs_norm, capsys):
-    calls = {"td0_target": 0, "gradient_step": 0}
-    target, step = (
+    calls = {"td0_target": 0, "gradient_step": 0, "loop_body": 0}
+    target, step, body = (
         notebook_solution("td0_target"),
         notebook_solution("gradient_step"),
+        notebook_solution("loop_body"),
     )
 
     def double_dqn_target(*args):
@@ -92,24 +93,35 @@ def test_a_run_trains_with_your_functions_and_records_them(tmp_path, obs_norm, c
         calls["gradient_step"] += 1
         return step(*args)
 
+    def loop_body_by_hand(*args):
+        calls["loop_body"] += 1
+        return body(*args)
+
     result = train(
         "td0",
         tmp_path / "run",
         mode="smoke",
         obs_norm=obs_norm,
         progress=False,
-        yours={"td0_target": double_dqn_target, "gradient_step": gradient_step_by_hand},
+        yours={
+            "td0_target": double_dqn_target,
+            "gradient_step": gradient_step_by_hand,
+            "loop_body": loop_body_by_hand,
+        },
     )
     learning = sum(1 for row in result.rows if row["loss"] == row["loss"])  # batches that learned
     config = config_for_mode("smoke")
-    checks = {"td0_target": 1, "gradient_step": 4}  # each check's calls before the run
+    checks = {"td0_target": 1, "gradient_step": 4, "loop_body": 3}  # each check's calls
     assert calls["gradient_step"] == checks["gradient_step"] + learning * config.n_optim
     assert calls["td0_target"] == checks["td0_target"] + learning * config.n_optim
+    assert calls["loop_body"] == checks["loop_body"] + len(result.rows)  # once per batch
     run = json.loads((tmp_path / "run" / "run.json").read_text())
     assert run["yours"] == {
         "td0_target": "double_dqn_target",
         "gradient_step": "gradient_step_by_hand",
+        "loop_body": "loop_body_by_hand",
     }
-    assert "Training with your double_dqn_target (exercise 5) and gradient_step_by_hand" in (
-        capsys.readouterr().out
+    assert (
+        "Training with your double_dqn_target (exercise 5), gradient_step_by_hand (exercise 6), "
+        "loop_body_by_hand (exercise 7) (checked: correct)." in capsys.readouterr().out
     )

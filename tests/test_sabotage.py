@@ -64,38 +64,19 @@ def test_reward_scale_is_the_reward_each_step_brings(scale):
     assert step["next", "reward"].item() == pytest.approx(scale)
 
 
-class RecordingReplay:
-    """Stands in for the replay memory: records what is stored, hands out one fixed sample."""
+@pytest.mark.parametrize("fault", ["", "ignore-terminated"])
+def test_the_update_plants_the_configured_fault_in_each_sample(fault):
+    from helpers.loop import make_update
 
-    def __init__(self, sample: TensorDict) -> None:
-        self.stored, self._sample = [], sample
-
-    def extend(self, data: TensorDict) -> None:
-        self.stored.append(data)
-
-    def __len__(self) -> int:
-        return len(self.stored)
-
-    def sample(self) -> TensorDict:
-        return self._sample.clone()
-
-
-@pytest.mark.parametrize("fault", ["", "next-action", "ignore-terminated"])
-def test_learn_batch_plants_the_configured_fault_and_no_other(fault):
-    from helpers.loop import learn_batch
-
-    data = TensorDict({"action": one_hot([[0, 1, 1, 0]])}, [1, 4])
     sample = TensorDict({"next": {"terminated": torch.tensor([[True], [False]])}}, [2])
-    replay, seen = RecordingReplay(sample), []
+    seen = []
 
     def step(loss_module, optim, updater, sample, max_grad_norm):
-        seen.append(sample)
+        seen.append((sample, max_grad_norm))
         return 0.5, 1.0
 
-    config = Config(n_optim=2, sabotage=fault)
-    row = learn_batch(data, replay, None, None, None, config, "cpu", learning=True, step=step)
-    assert row == {"loss": 0.5, "grad_norm": 1.0} and len(seen) == 2
-    stored = replay.stored[0]["action"].argmax(-1).tolist()
-    assert stored == ([[1, 1, 0, 0]] if fault == "next-action" else [[0, 1, 1, 0]])
-    terminated = seen[0]["next", "terminated"].flatten().tolist()
-    assert terminated == ([False, False] if fault == "ignore-terminated" else [True, False])
+    update = make_update(None, None, None, Config(sabotage=fault), "cpu", step)
+    assert update(sample.clone()) == (0.5, 1.0)
+    (got, clip), expected = seen[0], ([False, False] if fault else [True, False])
+    assert got["next", "terminated"].flatten().tolist() == expected
+    assert clip == Config().max_grad_norm
