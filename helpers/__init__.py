@@ -10,11 +10,14 @@ Which notebook teaches which module (each module's first line says it too):
 - 05 TD(lambda): `losses`, `replay`, `training`, `learner_functions`, `results` (the course's
   runs and bands), `logs`, `evaluator` and `augmentation` (mentioned)
 - 06 video: `agents`, `video`, `checkpoints` (loading an agent)
+- 07 experiments: `experiments` (ablations, their bands, a room's runs pooled), `diagnosis`
+  (find the bug)
 - every notebook: `config` (modes and settings), `machine` (device, outputs, banner),
-  `exercises` (the checks of 02 to 05)
+  `exercises` and `loop_check` (the checks of 02 to 05)
 
 No notebook teaches the run tooling: `cli` and `__main__` (the command line), `bench`, `sweep`,
-`runs` (run folders), `checkpoints` (saving), `replay_files`, `timings`, `workers`.
+`runs` (run folders), `checkpoints` (saving), `replay_files`, `timings`, `workers`, and
+`sabotage` (the faults notebook 07's broken runs were trained with).
 """
 
 import os

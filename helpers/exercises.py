@@ -33,11 +33,18 @@ def _fail(exercise: str, message: str) -> None:
     raise CheckFailed(f"✗ {exercise}: {message}")
 
 
-def _call(exercise: str, function: Callable, *args: object) -> object:
-    """The learner's function applied to `args`; a blank one is reported as such."""
+def _call(
+    exercise: str, function: Callable, *args: object, names: tuple[str, ...] = (), keys=False
+) -> object:
+    """The learner's function applied to `args`; a blank one is reported as such, and so is
+    one that changes a tensor argument in place (or, with `keys`, a TensorDict's keys);
+    `names` name the arguments in that message."""
     __tracebackhide__ = True
+    kept = [(i, a.clone()) for i, a in enumerate(args) if isinstance(a, torch.Tensor)]
+    if keys:
+        kept += [(i, a.clone(False)) for i, a in enumerate(args) if isinstance(a, TensorDictBase)]
     try:
-        return function(*args)
+        returned = function(*args)
     except NotImplementedError as err:
         # Only the blank's own bare `raise NotImplementedError()`: torch raises subclasses of
         # it (for `1 - bool_tensor`, say), which are the learner's to see.
@@ -47,6 +54,21 @@ def _call(exercise: str, function: Callable, *args: object) -> object:
             exercise,
             f"not written yet: replace `raise NotImplementedError()` in {function.__name__}.",
         )
+    for i, before in kept:
+        after = args[i]
+        changed = (
+            not torch.equal(after, before)
+            if isinstance(before, torch.Tensor)
+            else set(after.keys(True)) != set(before.keys(True))
+        )
+        if changed:
+            what = f"`{names[i]}`" if i < len(names) else f"argument {i + 1}"
+            _fail(
+                exercise,
+                f"your function changed its input {what} in place: write the result into a "
+                "tensor of its own (the caller still needs its input).",
+            )
+    return returned
 
 
 def same_kind(exercise: str, got: object, expected: torch.Tensor, what: str) -> None:
@@ -83,9 +105,11 @@ def compare(exercise: str, got: object, expected: torch.Tensor, what: str = "the
     if not bool(close.all()):
         index = tuple(int(i) for i in (~close).nonzero()[0])
         wrong, total = int((~close).sum()), close.numel()
+        indexable = what.split()[-1].isidentifier()  # "with eps = 0, action" -> "...action[0]"
+        where = f"{what}{list(index)}" if indexable else f"{what}, at {list(index)},"
         _fail(
             exercise,
-            f"{what}{list(index)} is {got[index].item():.6g}, expected {expected[index].item():.6g} "
+            f"{where} is {got[index].item():.6g}, expected {expected[index].item():.6g} "
             f"({wrong} of {total} values differ).",
         )
 
@@ -150,7 +174,7 @@ def check_epsilon_greedy(function: Callable) -> None:
     torch.manual_seed(4)
     n, actions_n = 30_000, 3
     greedy = torch.randint(0, actions_n, (n,))
-    compare(name, _call(name, function, greedy, 0.0, actions_n), greedy, "the result with eps = 0")
+    compare(name, _call(name, function, greedy, 0.0, actions_n), greedy, "with eps = 0, action")
 
     def choose(greedy: torch.Tensor, eps: float) -> torch.Tensor:
         __tracebackhide__ = True
@@ -168,7 +192,8 @@ def check_epsilon_greedy(function: Callable) -> None:
             _fail(
                 name,
                 f"with eps = {eps}, {changed:.0%} of the actions differ from the greedy ones; "
-                f"expected about {expected:.0%} (a random action can be the greedy one too).",
+                f"expected about {expected:.0%} (with probability eps, a uniformly random action, "
+                "drawn for each state on its own).",
             )
         # Every greedy action 0: each random action must be any of the actions, equally
         # often, and drawn for each state on its own.
@@ -210,11 +235,15 @@ def check_store_transitions(function: Callable, batch: TensorDictBase, obs_norm:
         batch_size=steps,
         transform=make_normalizer(obs_norm),
     )
-    _call(name, function, buffer, batch)
+    batch = batch.clone()  # (the caller's stays as it was, whatever the function does)
+    _call(name, function, buffer, batch, names=("buffer", "batch"), keys=True)
     if len(buffer) == 0:
         _fail(name, "the buffer is still empty after your function: nothing was stored.")
     if len(buffer) != steps:
-        why = f" (one per worker: flatten the {list(batch.batch_size)} batch into its steps)"
+        why = (
+            f" (one item per worker's row: make the {list(batch.batch_size)} batch one item "
+            "per step)"
+        )
         _fail(
             name,
             f"after one batch of {list(batch.batch_size)} steps the buffer holds {len(buffer)} "
@@ -281,6 +310,15 @@ def check_td0_target(function: Callable) -> None:
             name,
             "this is plain DQN's target, the maximum of the target network's values: in "
             "double DQN one network chooses the next action and the other one values it.",
+        )
+    same_kind(name, got, expected, "target")
+    differ = ~torch.isclose(got.detach().float(), expected, rtol=1e-4, atol=1e-5)
+    if differ.any() and torch.equal(differ, terminated):
+        _fail(
+            name,
+            f"right where the episode goes on, wrong in the terminated rows "
+            f"{terminated.nonzero().flatten().tolist()}: look at how the bootstrap term is "
+            "removed where the pole fell.",
         )
     compare(name, got, expected, "target")
     passed(name)
@@ -356,16 +394,22 @@ def check_lambda_returns(function: Callable) -> None:
     inputs = {"reward": reward, "next_value": next_value, "done": done, "terminated": terminated}
     # One chunk first, where the recursion is easiest to get right and its errors to read
     chunk = {key: value[0].clone() for key, value in inputs.items()}
-    before = {key: value.clone() for key, value in chunk.items()}
-    got = _call(name, function, *chunk.values(), 0.9, 0.7)
-    for key, value in chunk.items():
-        if not torch.equal(value, before[key]):
-            _fail(
-                name,
-                f"your function changed its input `{key}` in place: write the returns into a "
-                "tensor of their own (the caller still needs its rewards and values).",
-            )
-    compare(name, got, expected[0], "returns")
+    got = _call(name, function, *chunk.values(), 0.9, 0.7, names=tuple(chunk))
+    same_kind(name, got, expected[0], "returns")
+    differ = ~torch.isclose(got.detach(), expected[0], rtol=1e-4, atol=1e-5)
+    if differ.any():
+        t = int(differ.nonzero()[-1])  # the latest: the recursion carries an error backwards
+        kind = "terminated" if chunk["terminated"][t] else "truncated" if chunk["done"][t] else ""
+        step = f"an episode's last step, {kind}" if kind else "inside an episode"
+        step = "the chunk's last step" if t == len(differ) - 1 and not kind else step
+        _fail(
+            name,
+            f"on a chunk of {len(differ)} steps with done = "
+            f"{chunk['done'].int().tolist()} and terminated = "
+            f"{chunk['terminated'].int().tolist()}, returns[{t}] is {got[t].item():.6g}, "
+            f"expected {expected[0][t].item():.6g}: step {t} is {step} "
+            f"({int(differ.sum())} of {len(differ)} values differ).",
+        )
     try:
         got = _call(name, function, *inputs.values(), 0.9, 0.7)
     except RuntimeError as err:

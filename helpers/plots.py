@@ -100,8 +100,8 @@ def progress_postfix(rows: list[dict]) -> dict:
     """The progress bar's summary: last loss and value, last evaluation."""
     last = rows[-1]
     evals = [r["eval_mean"] for r in rows if not math.isnan(r["eval_mean"])]
-    return {
-        "loss": f"{last['loss']:.4f}",
+    return {  # (no loss before the first gradient step)
+        "loss": "-" if math.isnan(last["loss"]) else f"{last['loss']:.4f}",
         "value": f"{last['value']:.3f}",
         "eval": f"{evals[-1]:.0f}" if evals else "-",
     }

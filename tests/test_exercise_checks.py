@@ -241,7 +241,7 @@ WRONG = {
     "explores with probability 1 - eps": (
         "epsilon_greedy",
         lambda g, eps, n: torch.where(torch.rand(g.shape) > eps, torch.randint(0, n, g.shape), g),
-        r"the result with eps = 0\[",
+        r"with eps = 0, action\[0\] is",
     ),
     "one coin for the batch": (
         "epsilon_greedy",
@@ -257,7 +257,7 @@ WRONG = {
     "not flattened": (
         "store_transitions",
         lambda buffer, batch: buffer.extend(batch.exclude(*STORE_LEAVE_OUT)),
-        r"holds 2 items, expected 32 transitions \(one per worker",
+        r"holds 2 items, expected 32 transitions \(one item per worker's row: make the \[2, 16\]",
     ),
     "float pixels kept": (
         "store_transitions",
@@ -299,7 +299,7 @@ WRONG = {
     "bootstraps past the end": (
         "td0_target",
         lambda r, q, qt, term, g: double(r, q, qt, term, g, mask=False),
-        r"target\[1\] is",
+        r"wrong in the terminated rows \[1, 4\]: look at how the bootstrap term is removed",
     ),
     "no discount": (
         "td0_target",
@@ -344,17 +344,37 @@ WRONG = {
     "ignores episode ends": (
         "lambda_returns",
         lambda r, v, d, term, g, lm: returns_loop(r, v, d, term, g, lm, use_done=False),
-        r"returns\[3\] is",
+        r"returns\[5\] is .*step 5 is an episode.s last step, truncated",
     ),
     "no bootstrap at a truncation": (
         "lambda_returns",
         lambda r, v, d, term, g, lm: returns_loop(r, v, d, term, g, lm, terminal=d),
-        r"returns\[3\] is",
+        r"returns\[5\] is .*step 5 is an episode.s last step, truncated",
     ),
     "λ and 1 - λ swapped": (
         "lambda_returns",
         lambda r, v, d, term, g, lm: returns_loop(r, v, d, term, g, lm, mix=(lm, 1 - lm)),
-        r"returns\[0\] is",
+        r"returns\[7\] is .*step 7 is inside an episode",
+    ),
+    "dueling: advantage centred in place": (
+        "dueling",
+        lambda v, a: v + a.sub_(a.mean(dim=1, keepdim=True)),
+        "changed its input argument 2 in place",
+    ),
+    "epsilon-greedy: greedy actions overwritten": (
+        "epsilon_greedy",
+        lambda g, eps, n: g.copy_(
+            torch.where(torch.rand(g.shape) < eps, torch.randint(0, n, g.shape), g)
+        ),
+        "changed its input argument 1 in place",
+    ),
+    "store: pixels deleted from the batch": (
+        "store_transitions",
+        lambda buffer, batch: (
+            batch.del_("pixels"),
+            buffer.extend(batch.reshape(-1).exclude(("next", "pixels"))),
+        ),
+        "changed its input `batch` in place",
     ),
     "loop body: sampled before storing": (
         "loop_body",
