@@ -141,6 +141,28 @@ def ablation_table(root: str | Path = ABLATIONS_DIR, runs: list[dict] | None = N
     return "\n".join(lines)
 
 
+def measured_answer(name: str, root: str | Path = ABLATIONS_DIR) -> str:
+    """What the ablation's reference runs measured, seed by seed against the recipe's runs on
+    the same seeds, and how many fall below the lowest of all the recipe's runs."""
+    ablation = check_ablation(name)
+    runs = sorted(ablation_runs(name, root), key=lambda r: r["seed"])
+    if not runs:
+        return f"Measured: no reference runs of {name} yet; yours is the first measurement."
+    recipe = {r["seed"]: r["final"]["mean"] for r in reference_runs("workshop", TARGET)}
+    pairs = [
+        f"seed {r['seed']}: {r['final']['mean']:.1f}"
+        + (f" (recipe {recipe[r['seed']]:.1f})" if r["seed"] in recipe else "")
+        for r in runs
+    ]
+    lowest = min(recipe.values())
+    below = sum(r["final"]["mean"] < lowest for r in runs)
+    return (
+        f"Measured with {ablation.setting}, over 100 test episodes: {'; '.join(pairs)}. "
+        f"{below} of {len(runs)} below the lowest of the recipe's {len(recipe)} runs "
+        f"({lowest:.1f})."
+    )
+
+
 def _curve(ax, rows: list[dict], label: str, style: str = "k.-") -> None:
     frames, means = column(rows, "frames", "eval_mean"), column(rows, "eval_mean", "eval_mean")
     ax.plot(frames, means, style, label=label)
@@ -159,6 +181,29 @@ def plot_ablation(name: str, rows: list[dict] | None = None, title: str = ""):
     if rows:
         _curve(ax, rows, "your run")
     return finish_figure(fig, ax, title or f"{ablation.title}, workshop mode")
+
+
+def plot_all_ablations(root: str | Path = ABLATIONS_DIR):
+    """One small panel per ablation that has reference runs: its band over the recipe's."""
+    measured = {name: ablation_runs(name, root) for name in ABLATIONS}
+    measured = {name: runs for name, runs in measured.items() if runs}
+    if not measured:
+        raise ValueError(f"No ablation has reference runs in {root} yet.")
+    columns = min(3, len(measured))
+    rows = -(-len(measured) // columns)
+    fig, axes = plt.subplots(rows, columns, figsize=(5 * columns, 3.2 * rows), squeeze=False)
+    recipe = reference_runs("workshop", TARGET)
+    for ax, (name, runs) in zip(axes.flat, measured.items()):
+        if recipe:
+            plot_band(ax, recipe, "recipe", color="grey")
+        plot_band(ax, runs, ABLATIONS[name].setting, color="tab:red")
+        ax.set_ylim(0, 520)
+        ax.set(title=ABLATIONS[name].title, xlabel="frames collected")
+    for ax in list(axes.flat)[len(measured) :]:
+        ax.axis("off")
+    axes.flat[0].legend(fontsize="small")
+    fig.tight_layout()
+    return fig
 
 
 def ablation_of(run: dict) -> str | None:

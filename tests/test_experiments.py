@@ -150,3 +150,30 @@ def test_each_broken_run_was_trained_with_its_planted_fault():
         assert f"--set {SETTINGS[fault].split()[0]}" in command["command"]
         assert "--mode workshop" in command["command"]
         assert case_log(letter)[-1]["frames"] == config_for_mode("workshop").total_frames
+
+
+def test_measured_answer_pairs_each_seed_with_the_recipes(tmp_path):
+    config = ablation_config("squared-error", "workshop").to_dict()
+    write_run(tmp_path / "squared-error" / "a", config, 4, [10, 50], [50])
+    write_run(tmp_path / "squared-error" / "b", config, 3, [10, 500], [500, 490])
+    from helpers.experiments import measured_answer
+
+    # the recipe's committed runs: seed 3 scored 496.2, seed 4 500.0, the lowest of 8 490.1
+    assert measured_answer("squared-error", tmp_path) == (
+        "Measured with loss_function=l2, over 100 test episodes: seed 3: 495.0 (recipe 496.2); "
+        "seed 4: 50.0 (recipe 500.0). 1 of 2 below the lowest of the recipe's 8 runs (490.1)."
+    )
+    assert "no reference runs of squared-error yet" in measured_answer("squared-error", ROOT)
+
+
+def test_the_overview_draws_one_panel_per_measured_ablation(tmp_path):
+    from helpers.experiments import plot_all_ablations
+
+    for name in ("one-frame", "no-double-dqn"):
+        config = ablation_config(name, "workshop").to_dict()
+        write_run(tmp_path / name / "a", config, 3, [10, 50], [50])
+    fig = plot_all_ablations(tmp_path)
+    titles = [ax.get_title() for ax in fig.axes if ax.axison]
+    assert titles == [ABLATIONS["no-double-dqn"].title, ABLATIONS["one-frame"].title]
+    with pytest.raises(ValueError, match="No ablation has reference runs"):
+        plot_all_ablations(tmp_path / "empty")
