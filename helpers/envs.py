@@ -129,7 +129,7 @@ def make_transforms(
     uint8 stack under `frames` for the compact replay memory, and only then converts to float:
     the same scene, drawn taller, for much less work per step (notebook 01 shows both).
     """
-    reward = RewardScaling(loc=0.0, scale=reward_scale)  # reward 1 -> 0.1 per step
+    reward = RewardScaling(loc=0.0, scale=reward_scale)  # reward 1 -> reward_scale per step
     if check_pipeline(pipeline) == "tutorial":
         stack = CatFrames(FRAME_STACK, in_keys=["pixels"], dim=-3)  # -> [4, 64, 64]
         shrink = [ToTensorImage(), reward, GrayScale(), Resize(FRAME_SIZE, FRAME_SIZE), stack]

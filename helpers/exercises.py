@@ -28,12 +28,12 @@ class CheckFailed(AssertionError):
     """A learner's function that does not (yet) give the reference's result."""
 
 
-def _fail(exercise: str, message: str) -> None:
+def fail_check(exercise: str, message: str) -> None:
     __tracebackhide__ = True  # IPython shows the message, not the checker's insides
     raise CheckFailed(f"✗ {exercise}: {message}")
 
 
-def _call(
+def call_learner(
     exercise: str, function: Callable, *args: object, names: tuple[str, ...] = (), keys=False
 ) -> object:
     """The learner's function applied to `args`; a blank one is reported as such, and so is
@@ -50,7 +50,7 @@ def _call(
         # it (for `1 - bool_tensor`, say), which are the learner's to see.
         if type(err) is not NotImplementedError or err.args:
             raise
-        _fail(
+        fail_check(
             exercise,
             f"not written yet: replace `raise NotImplementedError()` in {function.__name__}.",
         )
@@ -63,7 +63,7 @@ def _call(
         )
         if changed:
             what = f"`{names[i]}`" if i < len(names) else f"argument {i + 1}"
-            _fail(
+            fail_check(
                 exercise,
                 f"your function changed its input {what} in place: write the result into a "
                 "tensor of its own (the caller still needs its input).",
@@ -75,11 +75,13 @@ def same_kind(exercise: str, got: object, expected: torch.Tensor, what: str) -> 
     """Fail, saying what differs, unless `got` is a tensor of `expected`'s shape and dtype."""
     __tracebackhide__ = True
     if not isinstance(got, torch.Tensor):
-        _fail(exercise, f"{what} is a {type(got).__name__}, expected a torch.Tensor.")
+        fail_check(exercise, f"{what} is a {type(got).__name__}, expected a torch.Tensor.")
     if got.shape != expected.shape:
-        _fail(exercise, f"{what} has shape {tuple(got.shape)}, expected {tuple(expected.shape)}.")
+        fail_check(
+            exercise, f"{what} has shape {tuple(got.shape)}, expected {tuple(expected.shape)}."
+        )
     if got.dtype != expected.dtype:
-        _fail(exercise, f"{what} has dtype {got.dtype}, expected {expected.dtype}.")
+        fail_check(exercise, f"{what} has dtype {got.dtype}, expected {expected.dtype}.")
 
 
 def matches(got: object, expected: torch.Tensor) -> bool:
@@ -101,13 +103,13 @@ def compare(exercise: str, got: object, expected: torch.Tensor, what: str = "the
     else:
         close = got == expected
     if not bool(close.all()) and got.dim() == 0:
-        _fail(exercise, f"{what} is {got.item():.6g}, expected {expected.item():.6g}.")
+        fail_check(exercise, f"{what} is {got.item():.6g}, expected {expected.item():.6g}.")
     if not bool(close.all()):
         index = tuple(int(i) for i in (~close).nonzero()[0])
         wrong, total = int((~close).sum()), close.numel()
         indexable = what.split()[-1].isidentifier()  # "with eps = 0, action" -> "...action[0]"
         where = f"{what}{list(index)}" if indexable else f"{what}, at {list(index)},"
-        _fail(
+        fail_check(
             exercise,
             f"{where} is {got[index].item():.6g}, expected {expected[index].item():.6g} "
             f"({wrong} of {total} values differ).",
@@ -128,9 +130,9 @@ def check_channel_stats(function: Callable) -> None:
     # Few values per channel (6 x 3 x 3 = 54), so that dividing by n instead of n - 1 shows.
     frames = torch.rand(6, 4, 3, 3, generator=torch.Generator().manual_seed(2))
     frames[:, 1] *= 0.5  # channels with other statistics, so a mix-up shows
-    out = _call(name, function, frames)
+    out = call_learner(name, function, frames)
     if not isinstance(out, tuple) or len(out) != 2:
-        _fail(name, f"return a tuple (loc, scale), not a {type(out).__name__}.")
+        fail_check(name, f"return a tuple (loc, scale), not a {type(out).__name__}.")
     dims = list(NORM_REDUCE_DIMS)
     loc = frames.mean(dim=dims, keepdim=True).squeeze(0)
     scale = frames.std(dim=dims, keepdim=True).squeeze(0)
@@ -138,7 +140,7 @@ def check_channel_stats(function: Callable) -> None:
     compare(name, out[0], loc, "loc")
     population = frames.std(dim=dims, keepdim=True, correction=0).squeeze(0)
     if matches(out[1], population):
-        _fail(
+        fail_check(
             name,
             "scale is the population standard deviation (dividing by n); init_stats "
             "uses the sample one (dividing by n - 1), torch.std's default.",
@@ -159,7 +161,7 @@ def check_dueling(function: Callable) -> None:
     )
     compare(
         name,
-        _call(name, function, value, advantage),
+        call_learner(name, function, value, advantage),
         value + advantage - advantage.mean(-1, keepdim=True),
         "Q",
     )
@@ -174,14 +176,16 @@ def check_epsilon_greedy(function: Callable) -> None:
     torch.manual_seed(4)
     n, actions_n = 30_000, 3
     greedy = torch.randint(0, actions_n, (n,))
-    compare(name, _call(name, function, greedy, 0.0, actions_n), greedy, "with eps = 0, action")
+    compare(
+        name, call_learner(name, function, greedy, 0.0, actions_n), greedy, "with eps = 0, action"
+    )
 
     def choose(greedy: torch.Tensor, eps: float) -> torch.Tensor:
         __tracebackhide__ = True
-        actions = _call(name, function, greedy, eps, actions_n)
+        actions = call_learner(name, function, greedy, eps, actions_n)
         same_kind(name, actions, greedy, f"the result with eps = {eps}")
         if actions.min() < 0 or actions.max() >= actions_n:
-            _fail(name, f"with eps = {eps} some actions are outside 0..{actions_n - 1}.")
+            fail_check(name, f"with eps = {eps} some actions are outside 0..{actions_n - 1}.")
         return actions
 
     for eps in (1.0, 0.3):
@@ -189,7 +193,7 @@ def check_epsilon_greedy(function: Callable) -> None:
         changed = (actions != greedy).float().mean().item()
         expected = eps * 2 / 3  # a random action is the greedy one a third of the time
         if abs(changed - expected) > 0.02:
-            _fail(
+            fail_check(
                 name,
                 f"with eps = {eps}, {changed:.0%} of the actions differ from the greedy ones; "
                 f"expected about {expected:.0%} (with probability eps, a uniformly random action, "
@@ -200,7 +204,7 @@ def check_epsilon_greedy(function: Callable) -> None:
         shares = torch.bincount(choose(torch.zeros_like(greedy), eps), minlength=actions_n) / n
         expected = [eps / actions_n + (1 - eps) * (a == 0) for a in range(actions_n)]
         if max(abs(share - e) for share, e in zip(shares.tolist(), expected)) > 0.02:
-            _fail(
+            fail_check(
                 name,
                 f"with eps = {eps} and every greedy action 0, the actions are chosen "
                 f"{', '.join(f'{x:.0%}' for x in shares.tolist())} of the time, expected about "
@@ -236,15 +240,15 @@ def check_store_transitions(function: Callable, batch: TensorDictBase, obs_norm:
         transform=make_normalizer(obs_norm),
     )
     batch = batch.clone()  # (the caller's stays as it was, whatever the function does)
-    _call(name, function, buffer, batch, names=("buffer", "batch"), keys=True)
+    call_learner(name, function, buffer, batch, names=("buffer", "batch"), keys=True)
     if len(buffer) == 0:
-        _fail(name, "the buffer is still empty after your function: nothing was stored.")
+        fail_check(name, "the buffer is still empty after your function: nothing was stored.")
     if len(buffer) != steps:
         why = (
             f" (one item per worker's row: make the {list(batch.batch_size)} batch one item "
             "per step)"
         )
-        _fail(
+        fail_check(
             name,
             f"after one batch of {list(batch.batch_size)} steps the buffer holds {len(buffer)} "
             f"items, expected {steps} transitions{why if len(buffer) == batch.shape[0] else ''}.",
@@ -252,16 +256,16 @@ def check_store_transitions(function: Callable, batch: TensorDictBase, obs_norm:
     stored = buffer.storage[:]
     for key in ("pixels", ("next", "pixels")):
         if key in stored.keys(include_nested=True):
-            _fail(
+            fail_check(
                 name,
                 f"the buffer stores the float32 {key!r} (4 times the bytes of the uint8 frames): "
                 f"leave it out; the buffer's transform rebuilds it when sampling.",
             )
     for key in STORED_KEYS:
         if key not in stored.keys(include_nested=True):
-            _fail(name, f"the buffer has no {key!r}: store every key but the float pixels.")
+            fail_check(name, f"the buffer has no {key!r}: store every key but the float pixels.")
         if stored[key].shape[1:] != batch[key].shape[2:]:
-            _fail(
+            fail_check(
                 name,
                 f"the stored {key!r} has shape {tuple(stored[key].shape)}, expected "
                 f"{(steps, *batch[key].shape[2:])}: one row per step.",
@@ -270,7 +274,7 @@ def check_store_transitions(function: Callable, batch: TensorDictBase, obs_norm:
     collected, kept = _rows(flat), _rows(stored)
     missing = sum((Counter(collected) - Counter(kept)).values())  # (steps can repeat exactly)
     if missing:
-        _fail(
+        fail_check(
             name,
             f"{missing} of the batch's {steps} steps are not in the buffer as they were "
             "collected (each stored transition must be one step, with its own next step).",
@@ -303,10 +307,10 @@ def check_td0_target(function: Callable) -> None:
     terminated = torch.tensor([False, True, False, False, True, False, False, False])
     next_value = next_q_target.gather(-1, best.unsqueeze(-1)).squeeze(-1)
     expected = td0_target(reward, next_value, terminated, 0.9)
-    got = _call(name, function, reward, next_q, next_q_target, terminated, 0.9)
+    got = call_learner(name, function, reward, next_q, next_q_target, terminated, 0.9)
     plain = td0_target(reward, next_q_target.max(-1).values, terminated, 0.9)
     if matches(got, plain):
-        _fail(
+        fail_check(
             name,
             "this is plain DQN's target, the maximum of the target network's values: in "
             "double DQN one network chooses the next action and the other one values it.",
@@ -314,7 +318,7 @@ def check_td0_target(function: Callable) -> None:
     same_kind(name, got, expected, "target")
     differ = ~torch.isclose(got.detach().float(), expected, rtol=1e-4, atol=1e-5)
     if differ.any() and torch.equal(differ, terminated):
-        _fail(
+        fail_check(
             name,
             f"right where the episode goes on, wrong in the terminated rows "
             f"{terminated.nonzero().flatten().tolist()}: look at how the bootstrap term is "
@@ -338,7 +342,7 @@ def _two_steps(
     else:
         optim = make_optimizer(loss_module, config, torch.device("cpu"))
     args = (loss_module, optim, target_updater)
-    returned = [_call(name, step, *args, sample.clone(), clip) for _ in range(2)]
+    returned = [call_learner(name, step, *args, sample.clone(), clip) for _ in range(2)]
     return returned, loss_module
 
 
@@ -357,7 +361,7 @@ def check_gradient_step(function: Callable, actor: QValueActor, config: Config, 
         setting = f"with {'SGD' if sgd else 'Adam'} and max_grad_norm={clip:g}"
         for i, ((loss, norm), (ref_loss, ref_norm)) in enumerate(zip(got, expected)):
             if not isinstance(loss, float) or not isinstance(norm, float):
-                _fail(name, "return (loss, grad_norm) as Python floats (tensor.item()).")
+                fail_check(name, "return (loss, grad_norm) as Python floats (tensor.item()).")
             for value, ref, what in ((loss, ref_loss, "loss"), (norm, ref_norm, "grad_norm")):
                 what = f"{setting}, step {i + 1}'s {what}"
                 compare(name, torch.tensor(value), torch.tensor(ref), what)
@@ -394,7 +398,7 @@ def check_lambda_returns(function: Callable) -> None:
     inputs = {"reward": reward, "next_value": next_value, "done": done, "terminated": terminated}
     # One chunk first, where the recursion is easiest to get right and its errors to read
     chunk = {key: value[0].clone() for key, value in inputs.items()}
-    got = _call(name, function, *chunk.values(), 0.9, 0.7, names=tuple(chunk))
+    got = call_learner(name, function, *chunk.values(), 0.9, 0.7, names=tuple(chunk))
     same_kind(name, got, expected[0], "returns")
     differ = ~torch.isclose(got.detach(), expected[0], rtol=1e-4, atol=1e-5)
     if differ.any():
@@ -402,7 +406,7 @@ def check_lambda_returns(function: Callable) -> None:
         kind = "terminated" if chunk["terminated"][t] else "truncated" if chunk["done"][t] else ""
         step = f"an episode's last step, {kind}" if kind else "inside an episode"
         step = "the chunk's last step" if t == len(differ) - 1 and not kind else step
-        _fail(
+        fail_check(
             name,
             f"on a chunk of {len(differ)} steps with done = "
             f"{chunk['done'].int().tolist()} and terminated = "
@@ -411,15 +415,15 @@ def check_lambda_returns(function: Callable) -> None:
             f"({int(differ.sum())} of {len(differ)} values differ).",
         )
     try:
-        got = _call(name, function, *inputs.values(), 0.9, 0.7)
+        got = call_learner(name, function, *inputs.values(), 0.9, 0.7, names=tuple(inputs))
     except RuntimeError as err:
         if "ambiguous" not in str(err):
             raise
-        _fail(
+        fail_check(
             name,
-            "right for one chunk, but train() gives a batch of chunks [B, T] at once: an `if` "
-            "on `done[t]` cannot decide for all chunks. Index time as [..., t] and choose "
-            "per chunk with torch.where.",
+            "right for one chunk, but train() gives a batch of chunks [B, T] at once, and an "
+            "`if` on one step's flag cannot decide for all chunks: each chunk needs its own "
+            "choice at each step (Hint 2 names the tools).",
         )
     compare(name, got, expected, "returns of a batch of chunks [B, T]")
     passed(name)

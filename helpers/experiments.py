@@ -12,8 +12,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import matplotlib.pyplot as plt
+from matplotlib.figure import Figure
 
-from helpers.config import SYSTEM_FIELDS, Config, config_for_mode, get_mode
+from helpers.config import MAX_STEPS, SYSTEM_FIELDS, Config, config_for_mode, get_mode
 from helpers.logs import column, read_log
 from helpers.results import (
     RESULTS_DIR,
@@ -43,8 +44,8 @@ ABLATIONS: dict[str, Ablation] = {
         "one-step targets on the same chunks (λ = 0)",
         "lmbda=0.0",
         "The λ-return carries a reward back over several steps at once, so with λ = 0 values "
-        "spread more slowly and the agent learns later. Same chunks, same samples: this is the "
-        "fair TD(0) control.",
+        "spread more slowly and the agent learns later. Same chunks, same way of sampling "
+        "them: this is the fair TD(0) control.",
     ),
     "no-double-dqn": Ablation(
         "plain DQN's max instead of double DQN",
@@ -149,6 +150,8 @@ def measured_answer(name: str, root: str | Path = ABLATIONS_DIR) -> str:
     if not runs:
         return f"Measured: no reference runs of {name} yet; yours is the first measurement."
     recipe = {r["seed"]: r["final"]["mean"] for r in reference_runs("workshop", TARGET)}
+    if not recipe:
+        return f"Measured: the recipe's workshop runs are missing from {RESULTS_DIR}."
     pairs = [
         f"seed {r['seed']}: {r['final']['mean']:.1f}"
         + (f" (recipe {recipe[r['seed']]:.1f})" if r["seed"] in recipe else "")
@@ -156,8 +159,10 @@ def measured_answer(name: str, root: str | Path = ABLATIONS_DIR) -> str:
     ]
     lowest = min(recipe.values())
     below = sum(r["final"]["mean"] < lowest for r in runs)
+    episodes = sorted({r["final"]["episodes"] for r in runs})
     return (
-        f"Measured with {ablation.setting}, over 100 test episodes: {'; '.join(pairs)}. "
+        f"Measured with {ablation.setting}, over {'/'.join(map(str, episodes))} test episodes: "
+        f"{'; '.join(pairs)}. "
         f"{below} of {len(runs)} below the lowest of the recipe's {len(recipe)} runs "
         f"({lowest:.1f})."
     )
@@ -168,7 +173,7 @@ def _curve(ax, rows: list[dict], label: str, style: str = "k.-") -> None:
     ax.plot(frames, means, style, label=label)
 
 
-def plot_ablation(name: str, rows: list[dict] | None = None, title: str = ""):
+def plot_ablation(name: str, rows: list[dict] | None = None, title: str = "") -> Figure:
     """The recipe's band and the ablation's (workshop mode), and a run's curve (`rows`) on top."""
     ablation = check_ablation(name)
     fig, ax = plt.subplots(figsize=(8, 4))
@@ -183,7 +188,7 @@ def plot_ablation(name: str, rows: list[dict] | None = None, title: str = ""):
     return finish_figure(fig, ax, title or f"{ablation.title}, workshop mode")
 
 
-def plot_all_ablations(root: str | Path = ABLATIONS_DIR):
+def plot_all_ablations(root: str | Path = ABLATIONS_DIR) -> Figure:
     """One small panel per ablation that has reference runs: its band over the recipe's."""
     measured = {name: ablation_runs(name, root) for name in ABLATIONS}
     measured = {name: runs for name, runs in measured.items() if runs}
@@ -197,7 +202,7 @@ def plot_all_ablations(root: str | Path = ABLATIONS_DIR):
         if recipe:
             plot_band(ax, recipe, "recipe", color="grey")
         plot_band(ax, runs, ABLATIONS[name].setting, color="tab:red")
-        ax.set_ylim(0, 520)
+        ax.set_ylim(0, MAX_STEPS + 20)
         ax.set(title=ABLATIONS[name].title, xlabel="frames collected")
     for ax in list(axes.flat)[len(measured) :]:
         ax.axis("off")
@@ -206,28 +211,38 @@ def plot_all_ablations(root: str | Path = ABLATIONS_DIR):
     return fig
 
 
-def ablation_of(run: dict) -> str | None:
-    """The ablation a run is (`run` as in run.json: its "mode" and "config"), or None for the
-    recipe or any other change. Settings of how the work runs (SYSTEM_FIELDS) do not count."""
-    mode, fields = run["mode"], Config.__dataclass_fields__
+def changed_settings(run: dict) -> dict:
+    """What a run (`run` as in run.json: its "mode" and "config") changed in its mode's recipe,
+    setting by setting; settings of how the work runs (SYSTEM_FIELDS) do not count."""
+    fields = Config.__dataclass_fields__
     settings = Config.from_dict({k: v for k, v in run["config"].items() if k in fields}).to_dict()
-    recipe = config_for_mode(mode).to_dict()
+    recipe = config_for_mode(run["mode"]).to_dict()
+    return {k: v for k, v in settings.items() if v != recipe[k] and k not in SYSTEM_FIELDS}
 
-    def changes(values: dict) -> dict:
-        return {k: v for k, v in values.items() if v != recipe[k] and k not in SYSTEM_FIELDS}
 
+def ablation_of(run: dict) -> str | None:
+    """The ablation a run is (`run` as in run.json), or None for the recipe or any other
+    change."""
+    changes = changed_settings(run)
     for name in ABLATIONS:
-        if changes(settings) == changes(ablation_config(name, mode).to_dict()):
+        ablated = {"mode": run["mode"], "config": ablation_config(name, run["mode"]).to_dict()}
+        if changes == changed_settings(ablated):
             return name
     return None
 
 
-def pool_runs(folder: str | Path, path: str | Path | None = None):
+def _pool_group(run: dict) -> str:
+    """The panel of `pool_runs` a run goes in: its ablation, "recipe", or "other"."""
+    return ablation_of(run) or ("recipe" if not changed_settings(run) else "other")
+
+
+def pool_runs(folder: str | Path, path: str | Path | None = None) -> Figure:
     """Every TD(lambda) run folder under `folder` (a room's runs, gathered in one place), drawn
-    over the band of the ablation it ran, one panel per ablation, each run labelled by its path
-    under `folder`; saved to `path` when given."""
-    groups: dict[str, list[tuple[str, list[dict]]]] = {}
+    over the workshop band of the ablation it ran, one panel per ablation ("recipe" for runs
+    that changed nothing, "other" for any other change); each run is labelled by its path under
+    `folder`, and its mode when that is not workshop. Saved to `path` when given."""
     folder = Path(folder)
+    groups: dict[str, list[tuple[str, list[dict]]]] = {}
     for run_file in sorted(folder.rglob(RUN_FILE)):
         log = run_file.parent / LOG_FILE
         if not log.is_file():
@@ -235,9 +250,9 @@ def pool_runs(folder: str | Path, path: str | Path | None = None):
         run = read_json(run_file)
         if run["target"] != TARGET:  # (the bands are TD(lambda)'s)
             continue
-        name = ablation_of(run) or "recipe"
         label = str(run_file.parent.relative_to(folder))
-        groups.setdefault(name, []).append((label, read_log(log)))
+        label += "" if run["mode"] == "workshop" else f" ({run['mode']} mode)"
+        groups.setdefault(_pool_group(run), []).append((label, read_log(log)))
     if not groups:
         raise ValueError(
             f"No TD(lambda) run folders (with {RUN_FILE} and {LOG_FILE}) under {folder}: copy "
@@ -245,14 +260,15 @@ def pool_runs(folder: str | Path, path: str | Path | None = None):
         )
     fig, axes = plt.subplots(len(groups), 1, figsize=(8, 3.5 * len(groups)), squeeze=False)
     recipe = reference_runs("workshop", TARGET)
+    titles = {"recipe": "the recipe", "other": "other changes (no reference band)"}
     for ax, (name, runs) in zip(axes[:, 0], sorted(groups.items())):
         if recipe:
             plot_band(ax, recipe, "recipe")
-        if name != "recipe" and ablation_runs(name):
+        if name in ABLATIONS and ablation_runs(name):
             plot_band(ax, ablation_runs(name), ABLATIONS[name].setting)
         for label, rows in runs:
             _curve(ax, rows, label, ".-")
-        title = "the recipe" if name == "recipe" else ABLATIONS[name].title
+        title = titles.get(name) or ABLATIONS[name].title
         finish_figure(fig, ax, f"{title}: {len(runs)} run(s)")
     if path is not None:
         fig.savefig(path, dpi=80)

@@ -15,7 +15,7 @@ from collections.abc import Callable
 import torch
 from tensordict import TensorDict
 
-from helpers.exercises import _call, _fail, passed
+from helpers.exercises import call_learner, fail_check, passed
 
 
 class _Calls:
@@ -52,52 +52,57 @@ def _one_turn(name: str, function: Callable, n_optim: int, learning: bool) -> No
     data = TensorDict({"action": torch.zeros(2, 16, 2)}, [2, 16])  # [workers, time]: 32 frames
     calls = _Calls()
     parts = (calls.store, calls.sample, calls.update, calls, calls)
-    got = _call(name, function, data, *parts, n_optim, learning)
+    got = call_learner(name, function, data, *parts, n_optim, learning)
     setting = f"(n_optim={n_optim}, learning={learning})"
     kinds = [c[0] for c in calls.log]
     stores = [c for c in calls.log if c[0] == "store"]
     if len(stores) != 1 or stores[0][1] is not data:
-        _fail(
+        fail_check(
             name, f"store the collected batch `data` once per turn {setting}: {len(stores)} calls."
         )
     if kinds[0] != "store":
-        _fail(name, f"store the batch first {setting}: the first call was {kinds[0]}.")
+        fail_check(name, f"store the batch first {setting}: the first call was {kinds[0]}.")
     updates = kinds.count("update")
     if not learning and (updates or calls.samples):
-        _fail(
+        fail_check(
             name,
             f"before `learning` is True no update and no sample {setting}: the memory does not "
             f"hold init_random_frames yet; yours sampled {calls.samples} times.",
         )
     if learning and updates != n_optim:
-        _fail(name, f"take n_optim updates once learning {setting}, yours took {updates}.")
+        fail_check(name, f"take n_optim updates once learning {setting}, yours took {updates}.")
+    if calls.samples != updates:
+        fail_check(
+            name,
+            f"draw one sample per update {setting}: yours drew {calls.samples} for {updates}.",
+        )
     for i, call in enumerate(calls.log):
         if call[0] == "update" and calls.log[i - 1] != ("sample", call[1]):
-            _fail(
+            fail_check(
                 name,
                 f"each update learns from the sample drawn just before it {setting}: update "
                 f"{kinds[: i + 1].count('update')} got {call[1]!r}.",
             )
     epsilon = [c for c in calls.log if c[0] == "epsilon"]
     if len(epsilon) != 1 or epsilon[0][1] != data.numel():
-        _fail(
+        fail_check(
             name,
             f"epsilon goes down once per turn by the batch's frames, {data.numel()} here "
             f"{setting}: yours called egreedy.step{tuple(c[1] for c in epsilon)}.",
         )
     if kinds.count("weights") != 1:
-        _fail(name, f"give the collector the new weights once per turn {setting}.")
+        fail_check(name, f"give the collector the new weights once per turn {setting}.")
     last_update = max((i for i, k in enumerate(kinds) if k == "update"), default=0)
     late = [k for k in kinds[: last_update + 1] if k in ("epsilon", "weights")]
     if late:
-        _fail(
+        fail_check(
             name,
             f"{'epsilon' if late[0] == 'epsilon' else 'the weights'} before the last update "
             f"{setting}: the collector must play the next batch with what this turn learned.",
         )
     expected = calls.results
     if not isinstance(got, list) or got != expected:
-        _fail(
+        fail_check(
             name,
             f"return a list of what each update returned, in order {setting} (the log "
             f"reads the last one): expected {expected}, got {got!r}.",

@@ -74,6 +74,7 @@ class NewestFrames(nn.Module):
         self.count = count
 
     def forward(self, stack: torch.Tensor) -> torch.Tensor:
+        """The stack's last `count` frames (the newest), on the frame axis -3."""
         return stack[..., -self.count :, :, :]
 
 

@@ -269,7 +269,7 @@ def _train(
                         model.egreedy,
                         collector,
                         config.n_optim,
-                        stored >= config.init_random_frames and len(replay) > 0,
+                        stored >= config.init_random_frames,
                     )
                     if results:
                         row["loss"], row["grad_norm"] = results[-1]

@@ -404,7 +404,12 @@ WRONG = {
     "loop body: one sample for every update": (
         "loop_body",
         lambda *a: body(*a, one_sample=True),
-        "each update learns from the sample drawn just before it",
+        r"draw one sample per update \(n_optim=3, learning=True\): yours drew 1 for 3",
+    ),
+    "loop body: one sample too many": (
+        "loop_body",
+        lambda d, store, sample, *a: body(d, store, lambda: (sample(), sample())[1], *a),
+        "draw one sample per update",
     ),
     "loop body: returns the last update only": (
         "loop_body",

@@ -92,12 +92,20 @@ def test_pool_draws_each_run_over_its_ablations_band(tmp_path):
     for name, learner in (("no-double-dqn", "ana"), ("no-double-dqn", "bo"), ("one-frame", "cy")):
         config = ablation_config(name, "workshop").to_dict()
         write_run(room / learner / f"ablation-{name}", config, 0, [10, 200], [300])
+    recipe = config_for_mode("workshop")
+    write_run(room / "dee" / "td-lambda", recipe.to_dict(), 0, [10, 400], [450])
+    two = recipe.replace(double_dqn=False, tau=1.0).to_dict()  # two changes: no band of its own
+    write_run(room / "eve" / "mine", two, 0, [10, 100], [90])
     fig = pool_runs(room, tmp_path / "room.png")
     titles = sorted(ax.get_title() for ax in fig.axes)
     assert titles == [
         "one frame instead of a stack of four: 1 run(s)",
+        "other changes (no reference band): 1 run(s)",
         "plain DQN's max instead of double DQN: 2 run(s)",
+        "the recipe: 1 run(s)",
     ]
+    recipe_panel = next(ax for ax in fig.axes if ax.get_title().startswith("the recipe"))
+    assert "dee/td-lambda" in [line.get_label() for line in recipe_panel.lines]
     assert (tmp_path / "room.png").stat().st_size > 10_000
     with pytest.raises(ValueError, match=r"No TD\(lambda\) run folders"):
         pool_runs(tmp_path / "room" / "ana" / "nothing-here")
@@ -123,9 +131,13 @@ def test_the_readme_shows_the_ablation_table_as_the_runs_give_it():
 
 
 def test_committed_ablation_runs_are_the_setting_they_are_filed_under():
-    for folder in sorted(ABLATIONS_DIR.glob("*/*/run.json")):
-        run = json.loads(folder.read_text())
-        assert ablation_of(run) == folder.parent.parent.name, folder
+    folders = [p for p in ABLATIONS_DIR.iterdir() if p.is_dir()]
+    assert folders, "no ablation runs committed"
+    for folder in folders:
+        runs = sorted(folder.glob("*/run.json"))
+        assert len(runs) >= 3, f"{folder.name}: {len(runs)} runs, a band needs 3 seeds"
+        for run_file in runs:
+            assert ablation_of(json.loads(run_file.read_text())) == folder.name, run_file
 
 
 def test_diagnosis_answers_explain_the_signature():
@@ -160,7 +172,7 @@ def test_measured_answer_pairs_each_seed_with_the_recipes(tmp_path):
 
     # the recipe's committed runs: seed 3 scored 496.2, seed 4 500.0, the lowest of 8 490.1
     assert measured_answer("squared-error", tmp_path) == (
-        "Measured with loss_function=l2, over 100 test episodes: seed 3: 495.0 (recipe 496.2); "
+        "Measured with loss_function=l2, over 1/2 test episodes: seed 3: 495.0 (recipe 496.2); "
         "seed 4: 50.0 (recipe 500.0). 1 of 2 below the lowest of the recipe's 8 runs (490.1)."
     )
     assert "no reference runs of squared-error yet" in measured_answer("squared-error", ROOT)
