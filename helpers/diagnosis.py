@@ -11,18 +11,22 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from matplotlib.figure import Figure
+
 from helpers.logs import read_log
 from helpers.plots import plot_training
 from helpers.results import RESULTS_DIR
 from helpers.runs import LOG_FILE
+from helpers.sabotage import FAULTS
 
 BROKEN_DIR = RESULTS_DIR.parent / "broken"
-HEALTHY_RUN = RESULTS_DIR / "workshop-td-lambda-seed3"  # the recipe on the cases' seed
+CASE_SEED = 3  # the training seed of every case, and of the healthy run shown beside them
+HEALTHY_RUN = RESULTS_DIR / f"workshop-td-lambda-seed{CASE_SEED}"  # the recipe on that seed
 
-# What a learner can answer: the planted faults and two that were not planted.
+# What a learner can answer: the planted faults (helpers.sabotage's, and a mistyped setting),
+# and two that were not planted.
 SUSPECTS: dict[str, str] = {
-    "ignore-terminated": "the target bootstraps through the pole's fall (terminated ignored)",
-    "next-action": "each step is stored with the action of the step after it",
+    **FAULTS,
     "epsilon-never-annealed": "epsilon never anneals: the agent explores at random all along",
     "online-target": "the target is computed with the online network, not the target network",
     "reward-sign": "the reward's sign is flipped: falling early pays",
@@ -69,14 +73,15 @@ def case_log(letter: str, root: str | Path = BROKEN_DIR) -> list[dict]:
     return read_log(logs[0])
 
 
-def show_case(letter: str):
+def show_case(letter: str) -> Figure:
     """The six panels of case `letter`'s run (notebook 04's `plot_training`)."""
     return plot_training(case_log(letter), f"case {letter}: one planted fault")
 
 
-def show_healthy():
+def show_healthy() -> Figure:
     """The same six panels for the recipe on the cases' training seed."""
-    return plot_training(read_log(HEALTHY_RUN / LOG_FILE), "the recipe, healthy, seed 3")
+    title = f"the recipe, healthy, seed {CASE_SEED}"
+    return plot_training(read_log(HEALTHY_RUN / LOG_FILE), title)
 
 
 def check_diagnosis(letter: str, suspect: str | None) -> str:
