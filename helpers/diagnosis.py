@@ -9,10 +9,13 @@ not give the answer away at a glance.
 
 from __future__ import annotations
 
+import math
+import statistics
 from pathlib import Path
 
 from matplotlib.figure import Figure
 
+from helpers.config import REWARD_SCALE, Config
 from helpers.logs import read_log
 from helpers.plots import plot_training
 from helpers.results import RESULTS_DIR
@@ -38,24 +41,58 @@ SETTINGS = {
     "next-action": "sabotage=next-action",
     "epsilon-never-annealed": "eps_frames=10000000 (10,000 mistyped with three more zeros)",
 }
-# How each fault shows in the curves: what the check says once the learner has answered.
+# How each fault shows in the curves: what the check says once the learner has answered. The
+# {fields} are read from the case's log and the healthy run's (`case_facts`).
 SIGNATURES: dict[str, str] = {
     "ignore-terminated": (
-        "The value climbs towards 0.1 / (1 - 0.99) = 10, the value of an episode that never "
-        "ends, and stays there: when falling costs nothing in the target, every state looks "
-        "as good as every other, and the evaluation has nothing to learn from."
+        "The value climbs past {ceiling:.0f}, what an episode that never ends is worth, to "
+        "{max_value:.1f}, and stays near it ({last_value:.1f} at the end), while the evaluation "
+        "peaks at {best_eval:.0f} steps and ends at {last_eval:.0f}, and the training episodes "
+        "shrink to {last_length:.0f} steps, shorter than random play's 22. When falling costs "
+        "nothing in the target, every state looks as good as any other, and nothing teaches "
+        "the agent to keep the pole up."
     ),
     "next-action": (
-        "Loss, value and gradient norm look healthy: the rewards and the bootstrapped values "
-        "are right, only the action they are credited to is wrong. The evaluation never takes "
-        "off, because the network learns what the following action was worth."
+        "The subtlest of the three: every panel looks like a healthy run that learns slowly. "
+        "The evaluation climbs to {best_eval:.0f} steps (the healthy run: {healthy_best:.0f}), "
+        "the training episodes lengthen to {last_length:.0f} steps (healthy: "
+        "{healthy_length:.0f}), and the loss stays at a healthy level. Each step's reward and "
+        "next state are right; only the action they are credited to is the next one, which in "
+        "CartPole is often the same action, so the agent still learns, worse. A bug that "
+        "degrades rather than breaks shows only against a reference run."
     ),
     "epsilon-never-annealed": (
-        "The training episodes stay as short as random play (about 22 steps) for the whole run "
-        "while the evaluations, played greedily, do better: the learning works from replayed "
-        "random play (Q-learning is off-policy), but the collector never stops exploring."
+        "The training episodes stay as short as random play ({last_length:.0f} steps at the "
+        "end; healthy: {healthy_length:.0f}) for the whole run, while the evaluations, played "
+        "greedily, reach {best_eval:.0f} steps: the learning works from replayed random play "
+        "(Q-learning is off-policy), but the collector never stops exploring."
     ),
 }
+
+
+def case_facts(rows: list[dict], healthy: list[dict]) -> dict[str, float]:
+    """The numbers SIGNATURES quote, from a case's log rows and the healthy run's: the largest
+    mean Q-value and the mean of the last 100 batches', the best and last evaluations, the mean
+    length of the last 50 training episodes logged (and the healthy run's best evaluation and
+    last lengths), and the value of never falling, reward_scale / (1 - gamma)."""
+
+    def logged(rows: list[dict], key: str) -> list[float]:
+        return [r[key] for r in rows if not math.isnan(r[key])]
+
+    def last_length(rows: list[dict]) -> float:
+        return statistics.fmean(logged(rows, "train_episode_length")[-50:])
+
+    values, evals = logged(rows, "value"), logged(rows, "eval_mean")
+    return {
+        "ceiling": REWARD_SCALE / (1 - Config.gamma),
+        "max_value": max(values),
+        "last_value": statistics.fmean(values[-100:]),
+        "best_eval": max(evals),
+        "last_eval": evals[-1],
+        "last_length": last_length(rows),
+        "healthy_best": max(logged(healthy, "eval_mean")),
+        "healthy_length": last_length(healthy),
+    }
 
 
 def check_case(letter: str) -> str:
@@ -96,4 +133,6 @@ def check_diagnosis(letter: str, suspect: str | None) -> str:
             f"Case {letter}: not {suspect}. Look again at the panel that fault would change "
             "first, and at the one that looks healthy."
         )
-    return f"Case {letter}: yes, {SUSPECTS[fault]} ({SETTINGS[fault]}). {SIGNATURES[fault]}"
+    facts = case_facts(case_log(letter), read_log(HEALTHY_RUN / LOG_FILE))
+    signature = SIGNATURES[fault].format(**facts)
+    return f"Case {letter}: yes, {SUSPECTS[fault]} ({SETTINGS[fault]}). {signature}"

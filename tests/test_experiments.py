@@ -12,9 +12,11 @@ from helpers.config import SYSTEM_FIELDS, config_for_mode
 from helpers.diagnosis import (
     BROKEN_DIR,
     CASES,
+    HEALTHY_RUN,
     SETTINGS,
     SIGNATURES,
     SUSPECTS,
+    case_facts,
     case_log,
     check_diagnosis,
 )
@@ -26,9 +28,10 @@ from helpers.experiments import (
     ablation_table,
     pool_runs,
 )
-from helpers.logs import CsvLog
+from helpers.logs import CsvLog, read_log
 
 ROOT = Path(__file__).resolve().parent.parent
+HEALTHY = HEALTHY_RUN / "log.csv"
 README = ROOT / "README.md"
 
 
@@ -144,7 +147,8 @@ def test_diagnosis_answers_explain_the_signature():
     for letter, fault in CASES.items():
         assert fault in SUSPECTS and fault in SIGNATURES and fault in SETTINGS
         right = check_diagnosis(letter, fault)
-        assert right.startswith(f"Case {letter}: yes") and SIGNATURES[fault] in right
+        signature = SIGNATURES[fault].format(**case_facts(case_log(letter), read_log(HEALTHY)))
+        assert right.startswith(f"Case {letter}: yes") and right.endswith(signature)
         wrong = next(s for s in SUSPECTS if s != fault)
         assert check_diagnosis(letter, wrong).startswith(f"Case {letter}: not {wrong}")
         assert "write your answer" in check_diagnosis(letter, None)
@@ -189,3 +193,26 @@ def test_the_overview_draws_one_panel_per_measured_ablation(tmp_path):
     assert titles == [ABLATIONS["no-double-dqn"].title, ABLATIONS["one-frame"].title]
     with pytest.raises(ValueError, match="No ablation has reference runs"):
         plot_all_ablations(tmp_path / "empty")
+
+
+def test_case_facts_by_hand(tmp_path):
+    nan = float("nan")
+    rows = [
+        {"value": 2.0, "eval_mean": 20.0, "train_episode_length": 10.0},
+        {"value": 12.0, "eval_mean": nan, "train_episode_length": nan},
+        {"value": 8.0, "eval_mean": 35.0, "train_episode_length": 30.0},
+    ]
+    healthy = [{"value": 9.0, "eval_mean": 500.0, "train_episode_length": 400.0}]
+    facts = case_facts(rows, healthy)
+    assert facts == pytest.approx(
+        {
+            "ceiling": 10.0,  # 0.1 / (1 - 0.99)
+            "max_value": 12.0,
+            "last_value": 22 / 3,
+            "best_eval": 35.0,
+            "last_eval": 35.0,
+            "last_length": 20.0,
+            "healthy_best": 500.0,
+            "healthy_length": 400.0,
+        }
+    )
