@@ -81,8 +81,8 @@ def test_format_bench_names_the_machine():
     assert "128 ms / 109 ms (5.2 ms sampling + 31.0 ms learning per step, 1 thread)" in text
     assert "131,110" in text and "4,290" in text and "411 MB / 13,111 MB" in text
     assert (
-        "own double_dqn_target, gradient_step_by_hand / the course's | 190.0 / 200.0 (95%) |"
-        in text
+        "own double_dqn_target, gradient_step_by_hand, loop_body_by_hand / the course's "
+        "| 190.0 / 200.0 (95%) |" in text
     )
     assert (
         "td-lambda: with the notebook's own lambda_returns / the course's | 144.0 / 180.0 (80%)"
@@ -98,6 +98,7 @@ def test_a_benchmark_run_trains_with_the_notebooks_functions():
     assert run["yours"] == {
         "td0_target": "double_dqn_target",
         "gradient_step": "gradient_step_by_hand",
+        "loop_body": "loop_body_by_hand",
     }
     assert run["frames"] == 256 and run["frames_per_s"] > 0
 
