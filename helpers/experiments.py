@@ -264,8 +264,9 @@ def pool_runs(folder: str | Path, path: str | Path | None = None) -> Figure:
     for ax, (name, runs) in zip(axes[:, 0], sorted(groups.items())):
         if recipe:
             plot_band(ax, recipe, "recipe")
-        if name in ABLATIONS and ablation_runs(name):
-            plot_band(ax, ablation_runs(name), ABLATIONS[name].setting)
+        reference = ablation_runs(name) if name in ABLATIONS else []
+        if reference:
+            plot_band(ax, reference, ABLATIONS[name].setting)
         for label, rows in runs:
             _curve(ax, rows, label, ".-")
         title = titles.get(name) or ABLATIONS[name].title
