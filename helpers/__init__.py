@@ -8,16 +8,20 @@ Which notebook teaches which module (each module's first line says it too):
 - 04 TD(0): `loop`, `losses`, `evaluation`, `replay`, `frame_replay`, `training`, `plots`,
   `learner_functions` (your functions in the run)
 - 05 TD(lambda): `losses`, `replay`, `training`, `learner_functions`, `results` (the course's
-  runs and bands), `logs`, `evaluator` and `augmentation` (mentioned)
-- 06 video: `agents`, `video`, `checkpoints` (loading an agent)
+  runs and bands), `augmentation` (an option it mentions)
+- 06 video: `agents`, `video`
 - 07 experiments: `experiments` (ablations, their bands, a room's runs pooled), `diagnosis`
-  (find the bug)
+  (find the bug), `sabotage` (not taught: the faults its broken runs were trained with)
 - every notebook: `config` (modes and settings), `machine` (device, outputs, banner),
   `exercises` and `loop_check` (the checks of 02 to 05)
 
-No notebook teaches the run tooling: `cli` and `__main__` (the command line), `bench`, `sweep`,
-`runs` (run folders), `checkpoints` (saving), `replay_files`, `timings`, `workers`, and
-`sabotage` (the faults notebook 07's broken runs were trained with).
+No notebook teaches the two subpackages, which hold the tooling around the lesson:
+
+- `helpers.run`: what keeps a training run safe and resumable. Its folder and lock (`folder`),
+  `checkpoints`, the CSV log (`logs`), the replay memory's files (`replay_files`), the
+  evaluation process beside training (`evaluator`), and the worker processes (`workers`).
+- `helpers.commands`: `python -m helpers ...` (`cli`, with `__main__`), `bench`, `sweep`, and
+  the notebooks' measured times (`timings`).
 """
 
 import os

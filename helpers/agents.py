@@ -11,7 +11,10 @@ import torch
 from torchrl.envs import TransformedEnv
 from torchrl.modules import QValueActor
 
-from helpers.checkpoints import (
+from helpers.config import Config
+from helpers.envs import make_env
+from helpers.models import make_actor
+from helpers.run.checkpoints import (
     AGENT_FILE,
     CHECKPOINT_FILE,
     MANIFEST,
@@ -21,10 +24,7 @@ from helpers.checkpoints import (
     save_checkpoint,
     write_manifest,
 )
-from helpers.config import Config
-from helpers.envs import make_env
-from helpers.models import make_actor
-from helpers.runs import COMMAND_FILE, CURVES_FILE, EVALUATION_FILE, LOG_FILE, RUN_FILE
+from helpers.run.folder import COMMAND_FILE, CURVES_FILE, EVALUATION_FILE, LOG_FILE, RUN_FILE
 
 # What `load_agent` reports of the run that made a checkpoint.
 INFO_KEYS = ("target", "mode", "seed", "frames", "interrupted", "best_frames", "best_eval")

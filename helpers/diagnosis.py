@@ -16,10 +16,10 @@ from pathlib import Path
 from matplotlib.figure import Figure
 
 from helpers.config import REWARD_SCALE, Config
-from helpers.logs import read_log
 from helpers.plots import plot_training
 from helpers.results import RESULTS_DIR
-from helpers.runs import LOG_FILE
+from helpers.run.folder import LOG_FILE
+from helpers.run.logs import read_log
 from helpers.sabotage import FAULTS
 
 BROKEN_DIR = RESULTS_DIR.parent / "broken"

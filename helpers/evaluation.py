@@ -19,14 +19,14 @@ from tensordict import TensorDictBase
 from torchrl.envs import EnvBase, ExplorationType, set_exploration_type
 
 from helpers.agents import load_agent
-from helpers.checkpoints import CHECKPOINT_FILE
 from helpers.config import (  # noqa: F401 (EVAL_SEED: notebook 04 reads it here)
     EVAL_SEED,
     MAX_STEPS,
     TEST_SEED,
     Config,
 )
-from helpers.runs import EVALUATION_FILE
+from helpers.run.checkpoints import CHECKPOINT_FILE
+from helpers.run.folder import EVALUATION_FILE
 
 MAX_EPISODE_SEED = 2**32 - 1  # numpy's seeds, which gymnasium's environments take
 

@@ -15,7 +15,6 @@ import matplotlib.pyplot as plt
 from matplotlib.figure import Figure
 
 from helpers.config import MAX_STEPS, SYSTEM_FIELDS, Config, config_for_mode, get_mode
-from helpers.logs import column, read_log
 from helpers.results import (
     RESULTS_DIR,
     finish_figure,
@@ -24,7 +23,8 @@ from helpers.results import (
     plot_band,
     reference_runs,
 )
-from helpers.runs import LOG_FILE, RUN_FILE, read_json
+from helpers.run.folder import LOG_FILE, RUN_FILE, read_json
+from helpers.run.logs import column, read_log
 
 ABLATIONS_DIR = RESULTS_DIR.parent / "ablations"
 TARGET = "td-lambda"  # every ablation changes the recipe of notebook 05

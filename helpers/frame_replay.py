@@ -14,7 +14,7 @@ from torchrl.envs import Transform
 
 from helpers.augmentation import random_shift
 from helpers.envs import FRAME_SIZE, FRAME_STACK, FRAMES_KEY
-from helpers.replay_files import open_ring
+from helpers.run.replay_files import open_ring
 
 NEXT_FRAMES = ("next", FRAMES_KEY)
 # What the memory has written: with its files, the whole of it (`state_dict`).
@@ -83,7 +83,7 @@ class FrameReplay:
         if saved is not None:
             self._restore(saved)
 
-    # ----- keeping it across runs (see helpers/replay_files.py) -------------------------------
+    # ----- keeping it across runs (see helpers/run/replay_files.py) -------------------------------
     def state_dict(self) -> dict:
         """The counters that, with the files, are the memory (stored in a run's checkpoint)."""
         state = {key: getattr(self, key) for key in ("capacity", "chunk", *_COUNTERS)}

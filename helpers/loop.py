@@ -15,8 +15,8 @@ from torchrl.envs import ExplorationType
 
 from helpers.config import Config
 from helpers.envs import make_env
+from helpers.run.workers import children_ignore_interrupts
 from helpers.sabotage import sabotage_sample
-from helpers.workers import children_ignore_interrupts
 
 
 def learner_threads() -> int:

@@ -10,8 +10,8 @@ from pathlib import Path
 
 import torch
 
+from helpers.commands.timings import time_line
 from helpers.config import MODE_VARIABLE, Config, config_for_mode, get_mode
-from helpers.timings import time_line
 
 OUTPUT_VARIABLE = "DQN_COURSE_OUTPUT_DIR"
 DEVICE_VARIABLE = "DQN_COURSE_DEVICE"
@@ -110,7 +110,7 @@ def setup_banner(
     mode: str | None = None, config: Config | None = None, notebook: str | None = None
 ) -> str:
     """The text the first cell of every notebook prints: versions, mode, device, how long the
-    `notebook` takes (from `helpers.timings`), and the settings it uses (`NOTEBOOK_SETTINGS`;
+    `notebook` takes (from `helpers.commands.timings`), and the settings it uses (`NOTEBOOK_SETTINGS`;
     every setting when no notebook is named)."""
     mode = get_mode(mode)
     config = config or config_for_mode(mode)

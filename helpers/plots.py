@@ -8,7 +8,7 @@ from pathlib import Path
 import matplotlib.pyplot as plt
 from matplotlib.figure import Figure
 
-from helpers.logs import column
+from helpers.run.logs import column
 
 RANDOM_POLICY_STEPS = 22  # a random policy keeps CartPole up for about 22 steps
 EVAL_LABEL = "evaluation: mean episode length"

@@ -23,7 +23,7 @@ from helpers.envs import FRAME_SIZE, check_pipeline
 from helpers.frame_replay import FrameReplay, min_capacity
 from helpers.losses import check_target
 from helpers.normalization import make_normalizer
-from helpers.replay_files import (
+from helpers.run.replay_files import (
     ReplayDiskError,
     ReplayFilesError,
     no_room,

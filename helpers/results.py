@@ -15,9 +15,9 @@ import matplotlib.pyplot as plt
 from matplotlib.axes import Axes
 
 from helpers.config import PRESETS, Config
-from helpers.logs import column, read_log
 from helpers.plots import eval_axes
-from helpers.runs import COMMAND_FILE, EVALUATION_FILE, LOG_FILE, RUN_FILE, read_json
+from helpers.run.folder import COMMAND_FILE, EVALUATION_FILE, LOG_FILE, RUN_FILE, read_json
+from helpers.run.logs import column, read_log
 
 RESULTS_DIR = Path(__file__).resolve().parent.parent / "results" / "runs"
 THRESHOLDS = (195, 490)  # evaluation means whose first crossing the table reports

@@ -15,21 +15,10 @@ import torch
 from torchrl.modules import QValueActor
 from tqdm.auto import tqdm
 
-from helpers.checkpoints import (
-    CHECKPOINT_FILE,
-    counters_after,
-    flat_params,
-    load_params_into,
-    restore_training,
-    save_checkpoint,
-    training_state,
-)
 from helpers.config import Config, config_for_mode, get_mode
 from helpers.envs import make_env
 from helpers.evaluation import final_evaluation
-from helpers.evaluator import Evaluations, Evaluator
 from helpers.learner_functions import check_yours, trained_with, use_your_target
-from helpers.logs import CsvLog, read_log
 from helpers.loop import (
     gradient_step,
     learner_threads,
@@ -44,8 +33,17 @@ from helpers.models import make_model
 from helpers.normalization import compute_norm_constants
 from helpers.plots import LiveCurve, in_notebook, plot_training, progress_postfix
 from helpers.replay import check_free_space, check_replay_settings, open_replay
-from helpers.replay_files import remove_replay
-from helpers.runs import (
+from helpers.run.checkpoints import (
+    CHECKPOINT_FILE,
+    counters_after,
+    flat_params,
+    load_params_into,
+    restore_training,
+    save_checkpoint,
+    training_state,
+)
+from helpers.run.evaluator import Evaluations, Evaluator
+from helpers.run.folder import (
     CURVES_FILE,
     EVALUATION_FILE,
     LOG_FILE,
@@ -53,13 +51,15 @@ from helpers.runs import (
     RunFolder,
     check_run_arguments,
 )
-from helpers.sabotage import sabotage_batch
-from helpers.workers import (
+from helpers.run.logs import CsvLog, read_log
+from helpers.run.replay_files import remove_replay
+from helpers.run.workers import (
     StopOnInterrupt,
     WorkerGone,
     stop_workers,
     worker_processes,
 )
+from helpers.sabotage import sabotage_batch
 
 
 @dataclass
@@ -121,8 +121,8 @@ def train(
     Interrupting (Ctrl+C, the notebook's stop button, SIGTERM) ends the run cleanly after the
     current batch: the log kept, a checkpoint saved, the collectors' processes stopped. The
     checkpoint is also saved every `eval_every` frames and when an evaluation (played beside the
-    training, see helpers.evaluator) comes back, so a run killed outright keeps its last one.
-    One run at a time uses a folder (a lock); see `helpers.runs.RunFolder`.
+    training, see helpers.run.evaluator) comes back, so a run killed outright keeps its last one.
+    One run at a time uses a folder (a lock); see `helpers.run.folder.RunFolder`.
     """
     if getattr(multiprocessing.current_process(), "_inheriting", False):
         raise RuntimeError(  # a spawned worker importing a script that calls train() at top level

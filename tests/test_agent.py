@@ -13,7 +13,6 @@ from clitools import cli
 from tensordict import TensorDict
 
 from helpers.agents import SHIPPED_RUN_FILES, load_agent, ship_run
-from helpers.checkpoints import AGENT_FILE, SHIPPED_DIR, CheckpointError
 from helpers.config import config_for_mode
 from helpers.evaluation import (
     EVAL_SEED,
@@ -22,6 +21,7 @@ from helpers.evaluation import (
     evaluate_checkpoint,
     play_episode,
 )
+from helpers.run.checkpoints import AGENT_FILE, SHIPPED_DIR, CheckpointError
 from helpers.video import RAW_KEY, keep_raw_frames, write_video
 
 pytestmark = pytest.mark.slow  # left out of the quick lane (make check)

@@ -3,7 +3,7 @@
 Each row of CASES is (name, folder, arguments, message): the folder the command runs against
 (made fresh for the row by `FOLDERS[folder]`), the `python -m helpers` arguments with `{out}`
 standing for that folder (`train` gets `--out {out}` when it has none), and a fragment of the
-one-line error. The command runs in this process through `helpers.cli.main`, as
+one-line error. The command runs in this process through `helpers.commands.cli.main`, as
 `python -m helpers` runs it. The test checks the exit code, that stderr is one `error:` line
 (argparse's own errors: usage, then the error), that every file that was in the folder is
 still there unchanged, and that no worker process is left.
@@ -20,10 +20,10 @@ import pytest
 import torch
 from clitools import cli, start_cli
 
-from helpers.checkpoints import check_manifest
-from helpers.cli import main
-from helpers.logs import read_log
-from helpers.workers import worker_processes
+from helpers.commands.cli import main
+from helpers.run.checkpoints import check_manifest
+from helpers.run.logs import read_log
+from helpers.run.workers import worker_processes
 
 REPO = Path(__file__).resolve().parent.parent
 RECORDED_RUN = REPO / "results" / "runs" / "workshop-td-lambda-seed3"
@@ -404,10 +404,21 @@ def test_the_table_covers_enough_cases():
     assert {case[1] for case in CASES} == FOLDERS  # every folder is used
 
 
-@pytest.mark.parametrize("name,folder,args,message", CASES, ids=[case[0] for case in CASES])
+# The folders made from the `runs` fixture's real training runs: their cases are slow.
+FROM_RUNS = {"finished", "stopped"} | set(STOPPED_EDITS) | {"results bad run", "results bad log"}
+
+
+@pytest.mark.parametrize(
+    "name,folder,args,message",
+    [
+        pytest.param(*case, id=case[0], marks=[pytest.mark.slow] if case[1] in FROM_RUNS else [])
+        for case in CASES
+    ],
+)
 def test_bad_input_is_one_line_and_loses_nothing(
-    name, folder, args, message, runs, tmp_path, capsys
+    name, folder, args, message, request, tmp_path, capsys
 ):
+    runs = request.getfixturevalue("runs") if folder in FROM_RUNS else {}
     out = make_folder(folder, tmp_path, runs)
     argv = [arg.replace("{out}", str(out)) for arg in args]
     if argv[0] == "train" and "--out" not in argv:
@@ -425,6 +436,7 @@ def test_bad_input_is_one_line_and_loses_nothing(
     assert not worker_processes()
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name,variable,value,message", ENV_CASES, ids=[c[0] for c in ENV_CASES])
 def test_bad_settings_from_the_environment(
     name, variable, value, message, runs, tmp_path, capsys, monkeypatch
@@ -440,6 +452,7 @@ def test_bad_settings_from_the_environment(
     assert snapshot(out) == before
 
 
+@pytest.mark.slow
 def test_ship_takes_a_run_made_by_train(runs, tmp_path):
     result = cli("ship", "--run", str(runs["finished"]), "--out", str(tmp_path / "agent"))
     assert result.returncode == 0, result.stderr[-2000:]

@@ -10,7 +10,7 @@ import pytest
 import torch
 from clitools import cli, start_cli
 
-from helpers.logs import read_log
+from helpers.run.logs import read_log
 
 pytestmark = pytest.mark.slow  # left out of the quick lane (make check)
 

@@ -23,7 +23,7 @@ from helpers.normalization import (
     load_norm_constants,
     save_norm_constants,
 )
-from helpers.workers import worker_processes
+from helpers.run.workers import worker_processes
 
 
 def test_env_specs_are_consistent(obs_norm):
@@ -130,6 +130,7 @@ def test_bad_worker_count_is_refused(num_workers, obs_norm):
         make_env(parallel=True, num_workers=num_workers, obs_norm=obs_norm)
 
 
+@pytest.mark.slow  # (starts worker processes)
 def test_parallel_env_batches_workers_and_leaves_no_process(obs_norm):
     before = {p.pid for p in worker_processes()}
     env = make_env(parallel=True, num_workers=2, obs_norm=obs_norm, seed=0)
@@ -140,7 +141,7 @@ def test_parallel_env_batches_workers_and_leaves_no_process(obs_norm):
     single = make_env(obs_norm=obs_norm)
     single.rollout(3)
     single.close()
-    from helpers.workers import stop_workers
+    from helpers.run.workers import stop_workers
 
     assert stop_workers(keep=before, timeout=10) == [], "workers had to be killed"
     assert {p.pid for p in worker_processes()} - before == set()

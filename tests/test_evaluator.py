@@ -7,13 +7,13 @@ import pytest
 import torch
 from tensordict import TensorDict
 
-from helpers.checkpoints import flat_params
 from helpers.config import config_for_mode
 from helpers.envs import make_env
 from helpers.evaluation import EVAL_SEED, episode_lengths
-from helpers.evaluator import Evaluations, Evaluator
-from helpers.logs import CsvLog, read_log
 from helpers.models import make_model
+from helpers.run.checkpoints import flat_params
+from helpers.run.evaluator import Evaluations, Evaluator
+from helpers.run.logs import CsvLog, read_log
 
 pytestmark = pytest.mark.slow  # left out of the quick lane (make check)
 
@@ -95,7 +95,7 @@ def test_the_evaluator_exits_when_the_training_process_dies_outright(tmp_path):
     code = (
         "import os, sys\n"
         "from helpers.config import config_for_mode\n"
-        "from helpers.evaluator import Evaluator\n"
+        "from helpers.run.evaluator import Evaluator\n"
         "from helpers.normalization import compute_norm_constants\n"
         "if __name__ == '__main__':\n"
         "    e = Evaluator(config_for_mode('smoke'), compute_norm_constants(20))\n"
@@ -116,7 +116,7 @@ def test_the_evaluator_exits_when_the_training_process_dies_outright(tmp_path):
 def test_an_error_in_the_evaluation_process_reaches_the_training_with_its_traceback(obs_norm):
     import pytest
 
-    from helpers.evaluator import EvaluatorError
+    from helpers.run.evaluator import EvaluatorError
 
     config = config_for_mode("smoke")
     with Evaluator(config, obs_norm) as evaluator:

@@ -28,7 +28,7 @@ from helpers.experiments import (
     ablation_table,
     pool_runs,
 )
-from helpers.logs import CsvLog, read_log
+from helpers.run.logs import CsvLog, read_log
 
 ROOT = Path(__file__).resolve().parent.parent
 HEALTHY = HEALTHY_RUN / "log.csv"

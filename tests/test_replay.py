@@ -17,7 +17,7 @@ from helpers.replay import (
     make_replay_buffer,
     scratch_dir,
 )
-from helpers.replay_files import ReplayFilesError
+from helpers.run.replay_files import ReplayFilesError
 
 WORKERS, STEPS = 2, 8  # each collected batch is [2 workers, 8 steps]
 COMPARED = [

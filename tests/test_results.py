@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from helpers.logs import CsvLog
+from helpers.commands.timings import format_seconds, load_times, notebook_time
 from helpers.machine import setup_banner
 from helpers.results import (
     RESULTS_DIR,
@@ -18,7 +18,7 @@ from helpers.results import (
     summary_table,
     your_place,
 )
-from helpers.timings import format_seconds, load_times, notebook_time
+from helpers.run.logs import CsvLog
 
 ROOT = Path(__file__).resolve().parent.parent
 README = ROOT / "README.md"

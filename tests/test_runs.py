@@ -7,7 +7,7 @@ import sys
 
 import pytest
 
-from helpers.runs import MARKER_FILE, PENDING_DIR, PREVIOUS_DIR, RunFolder, RunFolderError
+from helpers.run.folder import MARKER_FILE, PENDING_DIR, PREVIOUS_DIR, RunFolder, RunFolderError
 
 RUN = {"target": "td0", "mode": "smoke", "seed": 0, "config": {"pipeline": "course"}}
 NEW = {**RUN, "seed": 1}
@@ -95,7 +95,7 @@ def test_the_lock_is_held_by_one_process_and_freed_when_it_dies(tmp_path):
         [
             sys.executable,
             "-c",
-            "import sys, time; from helpers.runs import RunFolder\n"
+            "import sys, time; from helpers.run.folder import RunFolder\n"
             f"with RunFolder({str(out)!r}):\n"
             "    print('locked', flush=True); time.sleep(60)",
         ],

@@ -13,8 +13,8 @@ import psutil
 import pytest
 from clitools import cli, in_ci, start_cli
 
-from helpers.logs import read_log
-from helpers.sweep import plan_sweep
+from helpers.commands.sweep import plan_sweep
+from helpers.run.logs import read_log
 
 pytestmark = pytest.mark.slow  # left out of the quick lane (make check)
 

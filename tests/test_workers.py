@@ -10,8 +10,8 @@ import psutil
 import pytest
 import torch
 
-from helpers.checkpoints import save_checkpoint
-from helpers.workers import StopOnInterrupt, WorkerDiedError, WorkerGone
+from helpers.run.checkpoints import save_checkpoint
+from helpers.run.workers import StopOnInterrupt, WorkerDiedError, WorkerGone
 
 
 def swallowing_wait(seconds: float) -> None:

@@ -20,9 +20,9 @@ import stat
 import time
 from pathlib import Path
 
-from helpers.checkpoints import AGENT_FILE, CHECKPOINT_FILE, MANIFEST, load_checkpoint
 from helpers.config import Config
-from helpers.logs import read_log
+from helpers.run.checkpoints import AGENT_FILE, CHECKPOINT_FILE, MANIFEST, load_checkpoint
+from helpers.run.logs import read_log
 
 RUN_FILE, LOG_FILE, CURVES_FILE, EVALUATION_FILE = (
     "run.json",

@@ -1,4 +1,4 @@
-"""Notebook 05 (which mentions it). Evaluation beside training (notebook 05): a process of its own plays the greedy episodes of
+"""No notebook (run tooling; notebook 05 mentions it). Evaluation beside training: a process of its own plays the greedy episodes of
 snapshots of the agent's parameters while training goes on.
 
 Training hands over a snapshot every `eval_every` frames and does not wait for it; the episode
@@ -17,13 +17,13 @@ from multiprocessing import get_context
 import torch
 from tensordict import TensorDict
 
-from helpers.checkpoints import not_finite
 from helpers.config import Config
 from helpers.envs import make_env
 from helpers.evaluation import EVAL_SEED, episode_lengths, episode_stats
-from helpers.logs import CsvLog
 from helpers.models import make_model
-from helpers.workers import children_ignore_interrupts
+from helpers.run.checkpoints import not_finite
+from helpers.run.logs import CsvLog
+from helpers.run.workers import children_ignore_interrupts
 
 NICE = 5  # the evaluator yields the CPU to the collector and the learner when they need it
 

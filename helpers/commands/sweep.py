@@ -23,7 +23,6 @@ from pathlib import Path
 
 import matplotlib.pyplot as plt
 
-from helpers.checkpoints import CHECKPOINT_FILE
 from helpers.config import config_for_mode, get_mode
 from helpers.losses import check_target
 from helpers.results import (
@@ -36,8 +35,9 @@ from helpers.results import (
     results_table,
     summary_table,
 )
-from helpers.runs import EVALUATION_FILE, check_seed, wait_until_free
-from helpers.workers import interrupts_raise
+from helpers.run.checkpoints import CHECKPOINT_FILE
+from helpers.run.folder import EVALUATION_FILE, check_seed, wait_until_free
+from helpers.run.workers import interrupts_raise
 
 SUMMARY_FILE, BANDS_CSV, BANDS_PNG = "summary.md", "bands.csv", "bands.png"
 OUTPUT_FILE = "output.txt"  # what the run printed

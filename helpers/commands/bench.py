@@ -26,13 +26,13 @@ from helpers.config import SYSTEM_FIELDS, TUTORIAL, Config, config_for_mode
 from helpers.envs import make_base_env, make_env
 from helpers.frame_replay import FrameReplay
 from helpers.learner_functions import SOLUTION_NAMES
-from helpers.logs import read_log
 from helpers.loop import gradient_step, learner_threads, make_optimizer
 from helpers.losses import make_loss
 from helpers.models import make_model
 from helpers.normalization import compute_norm_constants, make_normalizer
 from helpers.replay import scratch_dir
-from helpers.runs import LOG_FILE, RUN_FILE, read_json
+from helpers.run.folder import LOG_FILE, RUN_FILE, read_json
+from helpers.run.logs import read_log
 
 BENCH_FRAMES = 1_024  # frames of each benchmark training run at the tutorial's settings
 RECIPE_FRAMES = 4_096  # ... and with the course's recipe, which runs several times faster

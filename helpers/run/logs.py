@@ -1,4 +1,4 @@
-"""Notebooks 04 and 05 (the log they read). Training logs: one CSV row per collected batch, written as it comes so an interrupted run keeps it."""
+"""No notebook (run tooling; notebooks 04 and 05 read the log). Training logs: one CSV row per collected batch, written as it comes so an interrupted run keeps it."""
 
 from __future__ import annotations
 

@@ -13,7 +13,7 @@ from helpers.config import MAX_STEPS, MODES, PRESETS, TARGETS, TEST_SEED
 
 def _train(args: argparse.Namespace) -> int:
     from helpers.config import config_for_mode, get_mode
-    from helpers.runs import saved_buffer_size
+    from helpers.run.folder import saved_buffer_size
     from helpers.training import train
 
     mode = get_mode(args.mode)
@@ -69,7 +69,7 @@ def _video(args: argparse.Namespace) -> int:
 
 
 def _bench(args: argparse.Namespace) -> int:
-    from helpers.bench import format_bench, run_bench
+    from helpers.commands.bench import format_bench, run_bench
 
     result = run_bench(repeats=args.repeats)
     print(json.dumps(result, indent=1) if args.json else format_bench(result))
@@ -97,7 +97,7 @@ def _results(args: argparse.Namespace) -> int:
 
 
 def _sweep(args: argparse.Namespace) -> int:
-    from helpers.sweep import SUMMARY_FILE, sweep
+    from helpers.commands.sweep import SUMMARY_FILE, sweep
 
     complete, total, interrupted = sweep(
         args.targets,
@@ -127,7 +127,9 @@ def _ship(args: argparse.Namespace) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="python -m helpers", description=__doc__)
+    parser = argparse.ArgumentParser(
+        prog="python -m helpers", description=__doc__.removeprefix("No notebook (run tooling). ")
+    )
     sub = parser.add_subparsers(dest="command", required=True)
 
     p = sub.add_parser("train", help="train a pixel DQN and write its log and checkpoint")

@@ -1,6 +1,6 @@
 """No notebook (run tooling). The compact replay memory's files: memory-mapped tensors made new, or reopened to resume.
 
-A run keeps its memory in its folder's `replay/` (see `helpers.runs.REPLAY_DIR`): the frames and
+A run keeps its memory in its folder's `replay/` (see `helpers.run.folder.REPLAY_DIR`): the frames and
 links stay on disk, and the checkpoint stores the few counters that say what the files hold
 (`FrameReplay.state_dict`), so `--resume` goes on with the memory the run had.
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-TIMES_FILE = Path(__file__).resolve().parent.parent / "results" / "notebook-times.json"
+TIMES_FILE = Path(__file__).resolve().parents[2] / "results" / "notebook-times.json"
 
 
 def load_times(path: str | Path = TIMES_FILE) -> dict:

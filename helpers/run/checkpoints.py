@@ -1,4 +1,4 @@
-"""Notebook 06 (loading an agent); the rest is run tooling. Checkpoint utils: save a training run's state, and load a trained agent safely (weights only).
+"""No notebook (run tooling; notebook 06 loads its agent with `helpers.agents`). Checkpoint utils: save a training run's state, and load a trained agent safely (weights only).
 
 TorchRL 0.14 ships `torchrl.checkpoint.Checkpoint`: registered components saved as a folder or a
 ZIP archive with a manifest, published with an atomic replace, state dicts loaded with
@@ -24,7 +24,7 @@ MANIFEST = "SHA256SUMS"  # beside shipped agents: `sha256sum -c SHA256SUMS` chec
 CHECKPOINT_FILE = "checkpoint.pt"  # a training run's full state, in its run folder
 AGENT_FILE = "agent.pt"  # a shipped agent: the kept parameters, settings and constants only
 # The agents shipped with the course (`checkpoints/td-lambda/agent.pt`, ...), in a checkout.
-SHIPPED_DIR = Path(__file__).resolve().parent.parent / "checkpoints"
+SHIPPED_DIR = Path(__file__).resolve().parents[2] / "checkpoints"
 
 
 class CheckpointError(ValueError):

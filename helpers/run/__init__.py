@@ -1,0 +1,2 @@
+"""No notebook (run tooling). What keeps a training run safe and resumable: its folder and lock,
+checkpoints, log, replay files, the evaluation process beside training, and worker processes."""
