@@ -37,7 +37,7 @@ FRAME_SIZE = 64  # frames are resized to FRAME_SIZE x FRAME_SIZE
 # above and below is white in every frame (notebook 01 checks it), so cutting them loses nothing
 # and leaves 60% less to convert and resize.
 CROP_TOP, CROP_HEIGHT = 160, 160
-FRAMES_KEY = "frames"  # the stack as uint8 frames, before the float conversion (for the replay)
+STACK_KEY = "stack"  # the stack as uint8 frames, before the float conversion (for the replay)
 PIPELINES = ("course", "tutorial")
 
 
@@ -126,7 +126,7 @@ def make_transforms(
     "tutorial" is the tutorial's order: ToTensorImage, RewardScaling, GrayScale, Resize,
     CatFrames, ObservationNorm. "course" (the default) cuts the frame to the band where the
     cart and pole are drawn, then shrinks and stacks it while it is still uint8, keeps that
-    uint8 stack under `frames` for the compact replay memory, and only then converts to float:
+    uint8 stack under `stack` for the compact replay memory, and only then converts to float:
     the same scene, drawn taller, for much less work per step (notebook 01 shows both).
     """
     reward = RewardScaling(loc=0.0, scale=reward_scale)  # reward 1 -> reward_scale per step
@@ -145,10 +145,10 @@ def make_transforms(
         Crop(w=CROP_HEIGHT, h=600, top=CROP_TOP, left=0, in_keys=["pixels"]),
         Uint8Resize(FRAME_SIZE, FRAME_SIZE),  # -> [3, 64, 64], still uint8
         GrayScale(),  # -> [1, 64, 64], still uint8
-        # -> [4, 64, 64], still uint8: kept under "frames" for the compact replay memory
-        CatFrames(FRAME_STACK, in_keys=["pixels"], out_keys=[FRAMES_KEY], dim=-3),
+        # -> [4, 64, 64], still uint8: kept under "stack" for the compact replay memory
+        CatFrames(FRAME_STACK, in_keys=["pixels"], out_keys=[STACK_KEY], dim=-3),
         reward,
-        *to_pixels(obs_norm, [FRAMES_KEY], ["pixels"]),
+        *to_pixels(obs_norm, [STACK_KEY], ["pixels"]),
     )
 
 

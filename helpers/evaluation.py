@@ -122,15 +122,15 @@ def evaluate_checkpoint(
     return {"checkpoint": str(path), "seed": seed, **episode_stats(lengths)}
 
 
-def final_evaluation(out_dir: Path, config: Config, progress: bool = True) -> dict:
+def final_evaluation(run_dir: Path, config: Config, progress: bool = True) -> dict:
     """`config.final_episodes` deterministic episodes of the run's agent on the test seeds,
     written to evaluation.json; the same numbers as `python -m helpers evaluate`."""
     if progress:
         print(f"Final evaluation: {config.final_episodes} episodes on seeds {TEST_SEED}+ ...")
     stats = evaluate_checkpoint(
-        out_dir / CHECKPOINT_FILE, config.final_episodes, TEST_SEED, config.eval_max_steps
+        run_dir / CHECKPOINT_FILE, config.final_episodes, TEST_SEED, config.eval_max_steps
     )
-    (out_dir / EVALUATION_FILE).write_text(json.dumps(stats, indent=1))
+    (run_dir / EVALUATION_FILE).write_text(json.dumps(stats, indent=1))
     if progress:
         print(
             f"Final evaluation: mean {stats['mean']:.1f} steps (std {stats['std']:.1f}, "

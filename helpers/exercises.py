@@ -18,7 +18,7 @@ from torchrl.data import LazyTensorStorage, TensorDictReplayBuffer
 from torchrl.modules import QValueActor
 
 from helpers.config import Config
-from helpers.envs import FRAMES_KEY
+from helpers.envs import STACK_KEY
 from helpers.loop import gradient_step, make_optimizer
 from helpers.losses import make_loss, td0_target, td_lambda_target
 from helpers.normalization import NORM_KEEP_DIMS, NORM_REDUCE_DIMS, make_normalizer
@@ -216,7 +216,7 @@ def check_epsilon_greedy(function: Callable) -> None:
 
 # ----- notebook 04 ------------------------------------------------------------------------------
 # What a stored transition must hold (besides the float pixels, rebuilt when sampling).
-STORED_KEYS = (FRAMES_KEY, ("next", FRAMES_KEY), "action", ("next", "reward"))
+STORED_KEYS = (STACK_KEY, ("next", STACK_KEY), "action", ("next", "reward"))
 STORED_KEYS += (("next", "terminated"), ("next", "done"))
 
 
@@ -230,7 +230,7 @@ def _rows(data: TensorDictBase) -> list[bytes]:
 def check_store_transitions(function: Callable, batch: TensorDictBase, obs_norm: dict) -> None:
     """`function(buffer, batch)` stores a collected [workers, time] batch in a TorchRL
     `TensorDictReplayBuffer` as single transitions, in any order, without the float `pixels`
-    (the buffer's transform rebuilds them from the uint8 `frames` when it samples)."""
+    (the buffer's transform rebuilds them from the uint8 `stack` when it samples)."""
     __tracebackhide__ = True
     name = "storing transitions"
     steps = batch.numel()

@@ -13,10 +13,10 @@ from tensordict import TensorDict, TensorDictBase
 from torchrl.envs import Transform
 
 from helpers.augmentation import random_shift
-from helpers.envs import FRAME_SIZE, FRAME_STACK, FRAMES_KEY
+from helpers.envs import FRAME_SIZE, FRAME_STACK, STACK_KEY
 from helpers.run.replay_files import open_ring
 
-NEXT_FRAMES = ("next", FRAMES_KEY)
+NEXT_STACK = ("next", STACK_KEY)
 # What the memory has written: with its files, the whole of it (`state_dict`).
 _COUNTERS = ("written", "chunks_written", "steps_written", "complete_steps", "complete_chunks")
 
@@ -47,19 +47,20 @@ class FrameReplay:
         batch_size: int,
         transform: Transform,
         folder: str | Path,
-        chunk: int | None = None,
+        chunk_length: int | None = None,
         num_actions: int = 2,
         saved: dict | None = None,
         shift: int = 0,
     ) -> None:
         """Args:
         capacity: frames the ring holds (about as many steps: L steps take L + 1 frames).
-        batch_size: steps per sample; with `chunk`, `batch_size // chunk` whole chunks.
+        batch_size: steps per sample; with `chunk_length`, `batch_size // chunk_length` whole chunks.
         transform: applied to every sample, as TorchRL's `ReplayBuffer(transform=...)`:
             `make_normalizer(obs_norm)` (helpers/normalization.py) gives the normalized `pixels`.
         folder: where the memory-mapped files live (a run's `replay/`, or see `scratch_dir`).
-        chunk: None samples single transitions (TD(0)); an int cuts each collected row into
-            chunks of `chunk` consecutive steps and samples whole chunks, [chunks, chunk]
+        chunk_length: None samples single transitions (TD(0)); an int cuts each collected row
+            into chunks of `chunk_length` consecutive steps and samples whole chunks,
+            [chunks, chunk_length]
             (TD(lambda)).
         num_actions: size of the one-hot actions returned.
         saved: a `state_dict()` of the memory whose files are in `folder`: reopen them and go
@@ -70,12 +71,12 @@ class FrameReplay:
         """
         if capacity < 2 * FRAME_STACK:
             raise ValueError(f"capacity must be at least {2 * FRAME_STACK} frames.")
-        self.capacity, self.chunk, self.num_actions = capacity, chunk, num_actions
-        self.batch_size = batch_size if chunk is None else max(1, batch_size // chunk)
+        self.capacity, self.chunk_length, self.num_actions = capacity, chunk_length, num_actions
+        self.batch_size = batch_size if chunk_length is None else max(1, batch_size // chunk_length)
         self.transform, self.shift = transform, shift
         # The slots, the chunk table, and the high-water marks: the highest frame and chunk
         # positions ever written to these files (see `lowest`).
-        self.slots, self.chunks, self.marks = open_ring(Path(folder), capacity, chunk, saved)
+        self.slots, self.chunks, self.marks = open_ring(Path(folder), capacity, chunk_length, saved)
         # Frames written so far; the ring holds positions [lowest, written).
         self.written = self.chunks_written = self.steps_written = 0
         self.complete_steps = self.complete_chunks = 0  # whose next frame is known
@@ -86,7 +87,7 @@ class FrameReplay:
     # ----- keeping it across runs (see helpers/run/replay_files.py) -------------------------------
     def state_dict(self) -> dict:
         """The counters that, with the files, are the memory (stored in a run's checkpoint)."""
-        state = {key: getattr(self, key) for key in ("capacity", "chunk", *_COUNTERS)}
+        state = {key: getattr(self, key) for key in ("capacity", "chunk_length", *_COUNTERS)}
         return {**state, "open_steps": sorted(self.open_steps.values())}
 
     def _restore(self, saved: dict) -> None:
@@ -116,11 +117,13 @@ class FrameReplay:
                 f"Rows of {steps} steps do not fit a ring of {self.capacity} frames: "
                 "raise buffer_size or collect smaller batches."
             )
-        if self.chunks is not None and steps % self.chunk:  # checked before anything is written
-            raise ValueError(f"Rows of {steps} steps: not chunks of {self.chunk}.")
+        if (
+            self.chunks is not None and steps % self.chunk_length
+        ):  # checked before anything is written
+            raise ValueError(f"Rows of {steps} steps: not chunks of {self.chunk_length}.")
         positions = torch.stack([self._write_row(data[w]) for w in range(data.shape[0])])
         if self.chunks is not None:
-            for chunk in positions.reshape(-1, self.chunk):
+            for chunk in positions.reshape(-1, self.chunk_length):
                 self.chunks[self.chunks_written % len(self.chunks)] = chunk.to(torch.int32)
                 self.chunks_written += 1
         self.marks[0] = max(int(self.marks[0]), self.written)
@@ -131,7 +134,7 @@ class FrameReplay:
     def _write_row(self, row: TensorDictBase) -> torch.Tensor:
         """Write one worker's consecutive steps; return the positions of their frames."""
         steps = row.shape[0]
-        stacks, next_stacks = row[FRAMES_KEY], row[NEXT_FRAMES]
+        stacks, next_stacks = row[STACK_KEY], row[NEXT_STACK]
         start_count = int(row["step_count"][0])
         done = row["next", "done"].reshape(steps)
         traj_ids = row.get(("collector", "traj_ids"), None)
@@ -195,8 +198,10 @@ class FrameReplay:
         self.written += count
         self.steps_written += steps
         self.complete_steps += steps - 1 + int(done[-1])
-        if self.chunk:  # every chunk of the row but the last is complete, and that one if done
-            self.complete_chunks += steps // self.chunk - 1 + int(done[-1])
+        if (
+            self.chunk_length
+        ):  # every chunk of the row but the last is complete, and that one if done
+            self.complete_chunks += steps // self.chunk_length - 1 + int(done[-1])
         return step_pos
 
     def _set(self, slots: torch.Tensor, values: TensorDict) -> None:
@@ -234,13 +239,13 @@ class FrameReplay:
         terminated, truncated = self.slots["terminated"][slots], self.slots["truncated"][slots]
         out = TensorDict(
             {
-                FRAMES_KEY: stack[..., :-1, :, :],
+                STACK_KEY: stack[..., :-1, :, :],
                 "action": torch.nn.functional.one_hot(
                     self.slots["action"][slots].long(), self.num_actions
                 ),
                 "index": pos,
                 "next": {
-                    FRAMES_KEY: stack[..., 1:, :, :],
+                    STACK_KEY: stack[..., 1:, :, :],
                     "reward": self.slots["reward"][slots].unsqueeze(-1),
                     "terminated": terminated.unsqueeze(-1),
                     "truncated": truncated.unsqueeze(-1),
@@ -252,7 +257,7 @@ class FrameReplay:
         return self.transform(out)
 
     def sample(self) -> TensorDict:
-        """`batch_size` random transitions, or [batch_size // chunk, chunk] random chunks."""
+        """`batch_size` random transitions, or [batch_size // chunk_length, chunk_length] random chunks."""
         if self.chunks is None:
             low = max(0, self.lowest)
             pos = self._draw(lambda n: torch.randint(low, self.written, (n,)))

@@ -8,7 +8,7 @@ from pathlib import Path
 import torch
 from torchrl.envs import Compose
 
-from helpers.envs import FRAMES_KEY, FrameNorm, check_norm_constants, make_env
+from helpers.envs import STACK_KEY, FrameNorm, check_norm_constants, make_env
 from helpers.machine import output_dir
 
 NORM_REDUCE_DIMS = (-1, -2, -4)  # average over width, height and time...
@@ -77,11 +77,11 @@ def course_norm_constants(num_iter: int = 1_000) -> dict:
 
 
 def make_normalizer(obs_norm: dict) -> Compose:
-    """uint8 stacks under `frames` -> normalized float `pixels`, for obs and next obs.
+    """uint8 stacks under `stack` -> normalized float `pixels`, for obs and next obs.
 
     The transform that ends the environment's pipeline, so a rebuilt stack is bit for bit the
     observation the policy saw while collecting.
     """
     return Compose(
-        FrameNorm(obs_norm, [FRAMES_KEY, ("next", FRAMES_KEY)], ["pixels", ("next", "pixels")])
+        FrameNorm(obs_norm, [STACK_KEY, ("next", STACK_KEY)], ["pixels", ("next", "pixels")])
     )

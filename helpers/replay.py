@@ -62,7 +62,7 @@ def row_steps(config: Config) -> int:
     return config.frames_per_batch // config.num_workers
 
 
-def chunk_length(config: Config) -> int:
+def checked_chunk_length(config: Config) -> int:
     """Steps per TD(lambda) chunk; each collected row of frames_per_batch // num_workers
     consecutive steps is cut into chunks of this length."""
     row = row_steps(config)
@@ -79,7 +79,7 @@ class NaiveReplay:
 
     def __init__(self, config: Config, target: str, scratch: str | Path) -> None:
         self.td0 = target == "td0"
-        self.steps = steps = 1 if self.td0 else chunk_length(config)
+        self.chunk_length = steps = 1 if self.td0 else checked_chunk_length(config)
         self.buffer = TensorDictReplayBuffer(
             storage=LazyMemmapStorage(max(1, config.buffer_size // steps), scratch_dir=scratch),
             batch_size=max(1, config.batch_size // steps),
@@ -87,7 +87,7 @@ class NaiveReplay:
 
     def extend(self, data: TensorDictBase) -> None:
         """Store a collected [workers, time] batch: flat transitions for TD(0), chunks for TD(lambda)."""
-        self.buffer.extend(data.reshape(-1) if self.td0 else data.reshape(-1, self.steps))
+        self.buffer.extend(data.reshape(-1) if self.td0 else data.reshape(-1, self.chunk_length))
 
     def sample(self) -> TensorDict:
         return self.buffer.sample()
@@ -128,7 +128,7 @@ def make_replay_buffer(
         config.batch_size,
         make_normalizer(obs_norm),
         folder,
-        chunk=None if target == "td0" else chunk_length(config),
+        chunk_length=None if target == "td0" else checked_chunk_length(config),
         saved=saved,
         shift=config.random_shift,
     )
@@ -148,7 +148,7 @@ def check_replay_settings(config: Config, target: str) -> None:
             f"{config.random_shift}."
         )
     if target == "td-lambda":
-        chunk_length(config)
+        checked_chunk_length(config)
     if config.pipeline == "course" and config.buffer_size < min_capacity(row):
         raise ValueError(
             f"buffer_size ({config.buffer_size}) is too small for rows of {row} steps: "
@@ -156,13 +156,13 @@ def check_replay_settings(config: Config, target: str) -> None:
         )
 
 
-def check_free_space(config: Config, target: str, out_dir: Path) -> None:
+def check_free_space(config: Config, target: str, run_dir: Path) -> None:
     """Refuse, before anything is written, a run whose compact replay memory would not fit on
-    the disk of `out_dir` (with 50 MB for its checkpoints and logs)."""
+    the disk of `run_dir` (with 50 MB for its checkpoints and logs)."""
     if config.pipeline != "course":
         return
-    chunk = None if target == "td0" else config.chunk_length
-    why = no_room(ring_nbytes(config.buffer_size, chunk) + 50_000_000, out_dir)
+    chunk_length = None if target == "td0" else config.chunk_length
+    why = no_room(ring_nbytes(config.buffer_size, chunk_length) + 50_000_000, run_dir)
     if why:
         raise ReplayDiskError(why)
 

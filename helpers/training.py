@@ -64,9 +64,9 @@ from helpers.sabotage import sabotage_batch
 
 @dataclass
 class TrainResult:
-    """What a training run leaves behind (all files are in `out_dir`)."""
+    """What a training run leaves behind (all files are in `run_dir`)."""
 
-    out_dir: Path
+    run_dir: Path
     rows: list[dict]
     frames: int
     interrupted: bool
@@ -75,16 +75,16 @@ class TrainResult:
 
     @property
     def log_path(self) -> Path:
-        return self.out_dir / LOG_FILE
+        return self.run_dir / LOG_FILE
 
     @property
     def checkpoint_path(self) -> Path:
-        return self.out_dir / CHECKPOINT_FILE
+        return self.run_dir / CHECKPOINT_FILE
 
 
 def train(
     target: str,
-    out_dir: str | Path,
+    run_dir: str | Path,
     *,
     mode: str | None = None,
     config: Config | None = None,
@@ -97,20 +97,20 @@ def train(
     progress: bool = True,
     yours: dict[str, Callable] | None = None,
 ) -> TrainResult:
-    """Train a pixel DQN with TD(0) or TD(lambda) targets; write log, curves and checkpoint to `out_dir`.
+    """Train a pixel DQN with TD(0) or TD(lambda) targets; write log, curves and checkpoint to `run_dir`.
 
     Args:
         target: "td0" (one-step targets on stored transitions) or "td-lambda" (lambda-returns on
             stored trajectory chunks).
-        out_dir: folder of this run: run.json, log.csv (a row per batch), curves.png, checkpoint.pt.
+        run_dir: folder of this run: run.json, log.csv (a row per batch), curves.png, checkpoint.pt.
         mode: course mode whose hyperparameters to use (default: $DQN_COURSE_MODE).
         config: hyperparameters, overriding those of the mode.
         seed: seed of torch, the collectors' and the evaluation environments.
         device: where the network trains (default: CUDA, MPS, then CPU).
         obs_norm: normalization constants (computed when missing).
-        resume: continue the run saved in `out_dir` up to `config.total_frames` (with its
+        resume: continue the run saved in `run_dir` up to `config.total_frames` (with its
             replay memory, and so its `buffer_size`).
-        overwrite: replace a run already in `out_dir` (otherwise that is an error).
+        overwrite: replace a run already in `run_dir` (otherwise that is an error).
         live_plot: redraw a learning curve during training (default: inside a notebook).
         progress: show a progress bar.
         yours: your own functions to train with, in place of the course's (notebooks 04 and
@@ -135,9 +135,9 @@ def train(
     check_run_arguments(config, seed)
     check_replay_settings(config, target)
     device = get_device(device)
-    if not str(out_dir).strip():
+    if not str(run_dir).strip():
         raise ValueError("The run folder (--out) is empty: name the folder to write the run in.")
-    out_dir = Path(out_dir)
+    run_dir = Path(run_dir)
     yours = yours or {}
     names = check_yours(yours, target, config)  # (before anything is written)
     # As run.json stores it (JSON types), so that the folder's run and this one compare equal.
@@ -153,9 +153,9 @@ def train(
         )
     )
     print(trained_with(names, target))
-    with RunFolder(out_dir) as folder:
+    with RunFolder(run_dir) as folder:
         if not resume:  # (before anything is written or set aside)
-            check_free_space(config, target, out_dir)
+            check_free_space(config, target, run_dir)
         state = folder.start(run, resume, overwrite)
         return _train(folder, run, state, config, device, obs_norm, live_plot, progress, yours)
 
@@ -172,7 +172,7 @@ def _train(
     yours: dict[str, Callable],
 ) -> TrainResult:
     """The loop of `train`, in a folder that `train` has locked and prepared."""
-    out_dir, target, seed = folder.path, run["target"], run["seed"]
+    run_dir, target, seed = folder.path, run["target"], run["seed"]
     torch.manual_seed(seed)
     if state is not None:
         obs_norm = state["obs_norm"]
@@ -192,19 +192,19 @@ def _train(
     saved_replay = None
     if state is not None:
         counters, best, saved_replay = restore_training(
-            state, model.actor, loss_module, optim, model.egreedy, str(out_dir)
+            state, model.actor, loss_module, optim, model.egreedy, str(run_dir)
         )
     remaining = config.total_frames - counters["frames"]
     if remaining < config.frames_per_batch:
-        if not state["interrupted"] and not (out_dir / EVALUATION_FILE).exists():
+        if not state["interrupted"] and not (run_dir / EVALUATION_FILE).exists():
             # stopped during its final evaluation: do that, and only that
             if best["params"] is not None:
-                load_params_into(model.actor, best["params"], str(out_dir))
-            final_eval = final_evaluation(out_dir, config, progress)
-            rows = read_log(out_dir / LOG_FILE)
-            return TrainResult(out_dir, rows, counters["frames"], False, model.actor, final_eval)
+                load_params_into(model.actor, best["params"], str(run_dir))
+            final_eval = final_evaluation(run_dir, config, progress)
+            rows = read_log(run_dir / LOG_FILE)
+            return TrainResult(run_dir, rows, counters["frames"], False, model.actor, final_eval)
         raise ValueError(
-            f"{out_dir} already holds {counters['frames']} of {config.total_frames} frames; "
+            f"{run_dir} already holds {counters['frames']} of {config.total_frames} frames; "
             "raise total_frames (--frames) to train further."
         )
     if state is not None:
@@ -212,7 +212,7 @@ def _train(
 
     def checkpoint(finished: bool) -> None:
         save_checkpoint(
-            out_dir / CHECKPOINT_FILE,
+            run_dir / CHECKPOINT_FILE,
             **training_state(
                 run=run,
                 counters=counters,
@@ -228,7 +228,7 @@ def _train(
         folder.keep()
 
     # A resumed run's log goes on from its checkpoint: rows written after it are dropped.
-    log = CsvLog(out_dir / LOG_FILE, keep=counters["batches"] if state is not None else 0)
+    log = CsvLog(run_dir / LOG_FILE, keep=counters["batches"] if state is not None else 0)
     live = LiveCurve() if (in_notebook() if live_plot is None else live_plot) else None
     workers_before = {p.pid for p in worker_processes()}
     start = time.monotonic() - (log.rows[-1]["seconds"] if log.rows else 0.0)
@@ -237,7 +237,7 @@ def _train(
     bar = tqdm(
         total=config.total_frames, initial=counters["frames"], unit="frame", disable=not progress
     )
-    replay = open_replay(config, target, out_dir / REPLAY_DIR, obs_norm, saved_replay)
+    replay = open_replay(config, target, run_dir / REPLAY_DIR, obs_norm, saved_replay)
     stored = config.init_random_frames if len(replay) else 0  # (a resumed run's memory)
     threads = torch.get_num_threads()
     torch.set_num_threads(learner_threads())
@@ -321,17 +321,17 @@ def _train(
             if counters["batches"] > (state["batches"] if state is not None else 0):
                 checkpoint(finished)  # (a start that failed before its first batch saves nothing)
             if finished or replay.state_dict() is None:
-                remove_replay(out_dir / REPLAY_DIR)  # kept only for a run to resume
+                remove_replay(run_dir / REPLAY_DIR)  # kept only for a run to resume
             if log.rows:
                 plt.close(
-                    plot_training(log.rows, f"{target} ({run['mode']} mode)", out_dir / CURVES_FILE)
+                    plot_training(log.rows, f"{target} ({run['mode']} mode)", run_dir / CURVES_FILE)
                 )
     if best["params"] is not None:
-        load_params_into(model.actor, best["params"], str(out_dir))
+        load_params_into(model.actor, best["params"], str(run_dir))
     final_eval = None
     if finished and config.final_episodes > 0:
-        final_eval = final_evaluation(out_dir, config, progress)
-    return TrainResult(out_dir, log.rows, counters["frames"], not finished, model.actor, final_eval)
+        final_eval = final_evaluation(run_dir, config, progress)
+    return TrainResult(run_dir, log.rows, counters["frames"], not finished, model.actor, final_eval)
 
 
 def _batch_row(data, counters: dict) -> dict:

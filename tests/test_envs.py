@@ -9,7 +9,7 @@ from helpers.envs import (
     CROP_HEIGHT,
     CROP_TOP,
     FRAME_STACK,
-    FRAMES_KEY,
+    STACK_KEY,
     Uint8Resize,
     make_base_env,
     make_env,
@@ -153,7 +153,7 @@ def test_serial_env_steps_its_workers_in_this_process_and_keeps_uint8_frames(obs
     rollout = env.rollout(6, break_when_any_done=False)
     assert {p.pid for p in worker_processes()} == before, "a SerialEnv starts no process"
     env.close()
-    frames = rollout[FRAMES_KEY]
+    frames = rollout[STACK_KEY]
     assert rollout.batch_size == (2, 6) and frames.dtype == torch.uint8
     # the float observation is the uint8 stack scaled and normalized (FrameNorm: up to rounding)
     expected = (frames.float().div(255) - obs_norm["loc"]) / obs_norm["scale"]

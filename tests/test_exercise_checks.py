@@ -168,7 +168,7 @@ def worker_by_worker(buffer, batch):
 
 def next_frames_from_the_step_itself(buffer, batch):
     flat = batch.reshape(-1).exclude(*STORE_LEAVE_OUT)
-    flat["next", "frames"] = flat["frames"].clone()
+    flat["next", "stack"] = flat["stack"].clone()
     buffer.extend(flat)
 
 
@@ -266,7 +266,7 @@ WRONG = {
     ),
     "frames only": (
         "store_transitions",
-        lambda buffer, batch: buffer.extend(batch.reshape(-1).select("frames", ("next", "frames"))),
+        lambda buffer, batch: buffer.extend(batch.reshape(-1).select("stack", ("next", "stack"))),
         "the buffer has no 'action'",
     ),
     "no terminated flag": (

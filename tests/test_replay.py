@@ -8,12 +8,12 @@ from tensordict import TensorDict
 from torchrl.collectors import Collector
 
 from helpers.config import config_for_mode
-from helpers.envs import FRAMES_KEY, make_env
+from helpers.envs import STACK_KEY, make_env
 from helpers.frame_replay import FrameReplay
 from helpers.normalization import make_normalizer
 from helpers.replay import (
     NaiveReplay,
-    chunk_length,
+    checked_chunk_length,
     make_replay_buffer,
     scratch_dir,
 )
@@ -91,7 +91,7 @@ def test_compact_transitions_equal_the_naive_ones(batches, obs_norm, tmp_path):
         assert first.any()
         # right after a reset the stack repeats the reset frame: nothing of the episode before
         starts = torch.cat(positions)[first]
-        start = compact.get(starts[compact.frame_positions(starts)[1]])[FRAMES_KEY]
+        start = compact.get(starts[compact.frame_positions(starts)[1]])[STACK_KEY]
         assert torch.equal(start, start[:, -1:].expand_as(start))
         assert compact.nbytes() / 10_000 == 64 * 64 + 4 + 4 + 1 + 4 + 1 + 1
 
@@ -146,10 +146,10 @@ def test_compact_chunks_equal_the_naive_rows(batches, obs_norm, tmp_path):
         for key in COMPARED:
             assert torch.equal(got[key], stored[key][complete]), key
         sample = compact.sample()
-        steps = chunk_length(config)
+        steps = checked_chunk_length(config)
         assert sample.batch_size == (config.batch_size // steps, steps)
         # the next observation is the observation shifted by one frame
-        assert torch.equal(sample["next", FRAMES_KEY][:, :, :3], sample[FRAMES_KEY][:, :, 1:])
+        assert torch.equal(sample["next", STACK_KEY][:, :, :3], sample[STACK_KEY][:, :, 1:])
 
 
 @pytest.mark.slow
@@ -160,7 +160,7 @@ def test_the_compact_memory_stores_uint8_frames(batches, obs_norm, tmp_path):
         assert compact.slots["frame"].dtype == torch.uint8
         assert sorted(p.name for p in scratch.iterdir())[0] == "action.memmap"
         sample = compact.sample()
-        assert torch.equal(sample[FRAMES_KEY][:, -1], compact.slots["frame"][sample["index"]])
+        assert torch.equal(sample[STACK_KEY][:, -1], compact.slots["frame"][sample["index"]])
     assert not list(tmp_path.iterdir()), "the scratch folder was not removed"
 
 
@@ -170,8 +170,8 @@ def test_a_reopened_memory_is_the_one_its_checkpoint_saw(batches, obs_norm, tmp_
     checkpoint's state: the steps it held are rebuilt exactly, but for those the later writes
     overwrote and those whose next frame never came."""
     norm = make_normalizer(obs_norm)
-    reference = FrameReplay(400, 32, norm, tmp_path / "reference", chunk=4)
-    killed = FrameReplay(400, 32, norm, tmp_path / "killed", chunk=4)
+    reference = FrameReplay(400, 32, norm, tmp_path / "reference", chunk_length=4)
+    killed = FrameReplay(400, 32, norm, tmp_path / "killed", chunk_length=4)
     for data in batches[:20]:
         reference.extend(data)
         killed.extend(data)
@@ -181,7 +181,7 @@ def test_a_reopened_memory_is_the_one_its_checkpoint_saw(batches, obs_norm, tmp_
         killed.extend(data)
     highest = killed.written
     del killed
-    reopened = FrameReplay(400, 32, norm, tmp_path / "killed", chunk=4, saved=saved)
+    reopened = FrameReplay(400, 32, norm, tmp_path / "killed", chunk_length=4, saved=saved)
     assert reopened.written == saved["written"] and not reopened.open_steps
     assert reopened.lowest == highest - 400 > 0  # what the later writes overwrote
     positions = torch.arange(saved["written"])
@@ -200,14 +200,14 @@ def test_a_reopened_memory_is_the_one_its_checkpoint_saw(batches, obs_norm, tmp_
 @pytest.mark.slow
 def test_replay_files_that_do_not_match_the_checkpoint_are_refused(batches, obs_norm, tmp_path):
     norm = make_normalizer(obs_norm)
-    memory = FrameReplay(400, 32, norm, tmp_path, chunk=4)
+    memory = FrameReplay(400, 32, norm, tmp_path, chunk_length=4)
     memory.extend(batches[0])
     saved = memory.state_dict()
     with pytest.raises(ReplayFilesError, match="holds 400 frames in chunks of 4, not 800"):
-        FrameReplay(800, 32, norm, tmp_path, chunk=4, saved=saved)
+        FrameReplay(800, 32, norm, tmp_path, chunk_length=4, saved=saved)
     (tmp_path / "frame.memmap").unlink()
     with pytest.raises(ReplayFilesError, match="frame.memmap is missing"):
-        FrameReplay(400, 32, norm, tmp_path, chunk=4, saved=saved)
+        FrameReplay(400, 32, norm, tmp_path, chunk_length=4, saved=saved)
 
 
 def test_sampling_an_empty_memory_says_what_to_do(obs_norm, tmp_path):
@@ -230,9 +230,9 @@ def test_scratch_is_removed_after_an_error_and_stale_ones_are_cleaned(tmp_path):
 @pytest.mark.slow
 def test_chunk_length_needs_divisible_batches():
     with pytest.raises(ValueError, match="multiple"):
-        chunk_length(config_for_mode("smoke").replace(frames_per_batch=33))
+        checked_chunk_length(config_for_mode("smoke").replace(frames_per_batch=33))
     with pytest.raises(ValueError, match="must divide"):
-        chunk_length(config_for_mode("smoke").replace(chunk_length=5))
+        checked_chunk_length(config_for_mode("smoke").replace(chunk_length=5))
 
 
 def test_unknown_target_and_missing_constants(tmp_path):
@@ -251,7 +251,7 @@ def test_rows_that_do_not_cut_into_chunks_are_refused_before_anything_is_written
 ):
     with scratch_dir(tmp_path) as scratch:
         compact = FrameReplay(
-            1_000, 32, make_normalizer(obs_norm), scratch, chunk=5
+            1_000, 32, make_normalizer(obs_norm), scratch, chunk_length=5
         )  # rows of 8 steps
         with pytest.raises(ValueError, match="not chunks of 5"):
             compact.extend(batches[0])
@@ -270,6 +270,6 @@ def test_a_shifted_sample_moves_its_five_frames_together(batches, obs_norm, tmp_
         sample = replay.sample()
         replay.shift = 0
         as_stored = replay.get(sample["index"])
-    assert torch.equal(sample["next", FRAMES_KEY][:, :3], sample[FRAMES_KEY][:, 1:])
-    assert not torch.equal(sample[FRAMES_KEY], as_stored[FRAMES_KEY])
+    assert torch.equal(sample["next", STACK_KEY][:, :3], sample[STACK_KEY][:, 1:])
+    assert not torch.equal(sample[STACK_KEY], as_stored[STACK_KEY])
     assert sample["pixels"].shape == as_stored["pixels"].shape == (32, 4, 64, 64)

@@ -69,7 +69,7 @@ def check_run_arguments(config: Config, seed: int) -> None:
 class RunFolder:
     """The folder of one training run, locked for as long as the `with` block lasts.
 
-    >>> with RunFolder(out_dir) as folder:
+    >>> with RunFolder(run_dir) as folder:
     ...     state = folder.start(run, resume=False, overwrite=False)  # checkpoint to resume, or None
     ...     ...  # train; after the first checkpoint is saved:
     ...     folder.keep()

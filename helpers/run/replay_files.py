@@ -42,19 +42,21 @@ class ReplayDiskError(OSError):
     """A disk without room for a new replay memory's files."""
 
 
-def ring_files(capacity: int, chunk: int | None) -> dict[str, tuple[tuple, torch.dtype]]:
+def ring_files(capacity: int, chunk_length: int | None) -> dict[str, tuple[tuple, torch.dtype]]:
     """The memory's files: name -> (shape, dtype)."""
     files = {name: ((capacity,), dtype) for name, dtype in SLOT_FIELDS.items()}
     files["frame"] = (capacity, FRAME_SIZE, FRAME_SIZE), torch.uint8
     files["marks"] = (2,), torch.int64
-    if chunk is not None:
-        files["chunks"] = (capacity // chunk, chunk), torch.int32
+    if chunk_length is not None:
+        files["chunks"] = (capacity // chunk_length, chunk_length), torch.int32
     return files
 
 
-def ring_nbytes(capacity: int, chunk: int | None) -> int:
+def ring_nbytes(capacity: int, chunk_length: int | None) -> int:
     """Bytes on disk of a memory of `capacity` frames (what `open_ring` reserves)."""
-    return sum(_nbytes(shape, dtype) for shape, dtype in ring_files(capacity, chunk).values())
+    return sum(
+        _nbytes(shape, dtype) for shape, dtype in ring_files(capacity, chunk_length).values()
+    )
 
 
 def _nbytes(shape: tuple, dtype: torch.dtype) -> int:
@@ -77,19 +79,19 @@ def no_room(needed: int, folder: Path) -> str | None:
 
 
 def open_ring(
-    folder: Path, capacity: int, chunk: int | None, saved: dict | None = None
+    folder: Path, capacity: int, chunk_length: int | None, saved: dict | None = None
 ) -> tuple[TensorDict, torch.Tensor | None, torch.Tensor]:
     """The ring's slots [capacity], the chunk table [capacity // chunk, chunk] (None without
     chunks) and the two high-water marks (the highest frame and chunk positions ever written),
     all memory-mapped in `folder`: new files, or, given the `saved` state of the memory whose
     files they are, the ones already there."""
     reopen = saved is not None
-    if reopen and (saved["capacity"], saved["chunk"]) != (capacity, chunk):
+    if reopen and (saved["capacity"], saved.get("chunk_length")) != (capacity, chunk_length):
         raise ReplayFilesError(
             f"The replay memory in {folder} holds {saved['capacity']} frames in chunks of "
-            f"{saved['chunk']}, not {capacity} in chunks of {chunk}."
+            f"{saved.get('chunk_length')}, not {capacity} in chunks of {chunk_length}."
         )
-    files = ring_files(capacity, chunk)
+    files = ring_files(capacity, chunk_length)
     folder.mkdir(parents=True, exist_ok=True)
     if not reopen:
         _reserve(folder, files)
