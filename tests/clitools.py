@@ -3,6 +3,7 @@
 import os
 import subprocess
 import sys
+import time
 
 
 def cli(*args: str) -> subprocess.CompletedProcess:
@@ -34,3 +35,12 @@ def start_cli(*args: str) -> subprocess.Popen:
 def in_ci() -> bool:
     """CI sets CI: tests that need an optional tool fail there instead of skipping."""
     return os.environ.get("CI", "").strip().lower() not in ("", "0", "false", "no")
+
+
+def wait_until(condition, timeout: float, what: str) -> None:
+    """Poll `condition()` until it is true; fail with `what` after `timeout` seconds."""
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"after {timeout:.0f} s: {what}")
+        time.sleep(0.1)

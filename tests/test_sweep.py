@@ -11,7 +11,7 @@ from pathlib import Path
 
 import psutil
 import pytest
-from clitools import cli, in_ci, start_cli
+from clitools import cli, in_ci, start_cli, wait_until
 
 from helpers.commands.sweep import plan_sweep
 from helpers.run.logs import read_log
@@ -101,8 +101,7 @@ def test_an_interrupted_sweep_keeps_what_ran_and_finishes_when_started_again(tmp
         band = list(csv.DictReader(f))
     assert band and all(float(b["p10"]) <= float(b["median"]) <= float(b["p90"]) for b in band)
     assert (out / "bands.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
-    time.sleep(2)
-    assert ray_processes() <= ray_before, "Ray's processes outlived the sweep"
+    wait_until(lambda: ray_processes() <= ray_before, 30, "Ray's processes outlived the sweep")
     assert not [
         p for p in psutil.process_iter(["cmdline"]) if str(out) in " ".join(p.info["cmdline"] or [])
     ]

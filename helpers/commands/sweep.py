@@ -118,7 +118,6 @@ def run_training(folder: str, args: list[str], threads: int, stop_file: str) -> 
     folder_path.mkdir(parents=True, exist_ok=True)
     before = _command(folder_path).get("wall_seconds", 0.0)
     env = {**os.environ, "OMP_NUM_THREADS": str(threads)}
-    env.setdefault("SDL_VIDEODRIVER", "dummy")
     env.setdefault("TQDM_MININTERVAL", "30")  # output.txt: a progress line every 30 s
     command = [sys.executable, "-m", "helpers", "train", *args]
     start, started = time.monotonic(), time.strftime("%Y-%m-%dT%H:%M:%S%z")
