@@ -2,6 +2,7 @@
 
 import dataclasses
 import inspect
+import json
 import re
 import sys
 from pathlib import Path
@@ -18,6 +19,8 @@ from helpers.config import (
 )
 from helpers.machine import NOTEBOOK_SETTINGS, get_device, setup_banner
 from helpers.results import preset_of
+
+ROOT = Path(__file__).resolve().parent.parent
 
 
 def test_default_mode_is_workshop():
@@ -39,24 +42,29 @@ def test_unknown_mode_lists_the_valid_ones(monkeypatch):
         assert mode in str(err.value)
 
 
-def test_full_mode_is_the_course_recipe_and_the_tutorial_preset_keeps_its_values():
-    full = config_for_mode("full")
-    assert (full.total_frames, full.frames_per_batch, full.batch_size, full.n_optim) == (
-        100_000,
-        32,
-        128,
-        3,
-    )
-    workshop = config_for_mode("workshop")
-    assert (workshop.n_optim, workshop.eval_episodes, workshop.final_episodes) == (3, 20, 100)
-    assert (full.network, full.loss_function, full.double_dqn, full.tau) == (
-        "course",
-        "smooth_l1",
-        True,
-        0.04,
-    )
-    assert (full.eps_init, full.eps_end, full.eps_frames) == (1.0, 0.05, 20_000)
-    assert (full.eval_episodes, full.final_episodes) == (20, 100)
+def test_the_shipped_reference_runs_were_trained_with_each_modes_recipe():
+    """results/runs/ holds the course's reference runs: each was trained with the settings its
+    mode gives now, so a change of the recipe that forgets to re-run them fails here."""
+    runs = sorted((ROOT / "results" / "runs").glob("*/run.json"))
+    checked = 0
+    for path in runs:
+        run = json.loads(path.read_text())
+        saved = run["config"]
+        if saved.get("preset", "course") != "course" or saved["network"] != "course":
+            continue
+        now = dataclasses.asdict(config_for_mode(run["mode"]))
+        differ = {k: (v, now[k]) for k, v in saved.items() if k in now and _json(now[k]) != v}
+        assert not differ, f"{path.parent.name} (saved, now): {differ}"
+        checked += 1
+    assert checked >= 16  # workshop and full mode, TD(0) and TD(lambda)
+
+
+def _json(value):
+    """A setting as JSON gives it back (tuples come back as lists)."""
+    return list(value) if isinstance(value, tuple) else value
+
+
+def test_the_tutorial_preset_keeps_the_tutorials_values():
     tutorial = config_for_mode("full", preset="tutorial")
     # The tutorial's "proper" values, network, loss, exploration and layout.
     assert (tutorial.total_frames, tutorial.frames_per_batch, tutorial.batch_size) == (
