@@ -13,7 +13,7 @@ Which notebook teaches which module (each module's first line says it too):
 - 07 experiments: `experiments` (ablations, their bands, a room's runs pooled), `diagnosis`
   (find the bug), `sabotage` (not taught: the faults its broken runs were trained with)
 - every notebook: `config` (modes and settings), `machine` (device, outputs, banner),
-  `exercises` and `loop_check` (the checks of 02 to 05)
+  `exercises`, `learning_checks` and `loop_check` (the checks of 02 to 05)
 
 No notebook teaches the two subpackages, which hold the tooling around the lesson:
 

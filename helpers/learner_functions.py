@@ -16,12 +16,8 @@ from torchrl.objectives import DQNLoss
 
 from helpers.config import Config
 from helpers.envs import make_env
-from helpers.exercises import (
-    CheckFailed,
-    check_gradient_step,
-    check_lambda_returns,
-    check_td0_target,
-)
+from helpers.exercises import CheckFailed
+from helpers.learning_checks import check_gradient_step, check_lambda_returns, check_td0_target
 from helpers.loop_check import check_loop_body
 from helpers.models import make_model
 

@@ -13,7 +13,7 @@ import pytest
 import torch
 from clitools import in_ci
 
-from helpers import exercises
+from helpers import exercises, learning_checks
 
 ROOT = Path(__file__).resolve().parent.parent
 NBGRADER = ROOT / ".venv" / "nbgrader"  # where `make exercises` installs nbgrader
@@ -132,5 +132,5 @@ def test_an_error_of_torch_is_shown_as_it_is_not_as_a_blank():
         return reward + gamma * (1 - terminated) * next_q_target.max(-1).values
 
     with pytest.raises(NotImplementedError, match="Subtraction") as error:
-        exercises.check_td0_target(one_minus_bool)
+        learning_checks.check_td0_target(one_minus_bool)
     assert not isinstance(error.value, exercises.CheckFailed)
