@@ -148,11 +148,8 @@ def check_dueling(function: Callable) -> None:
     """`function(value, advantage)` of V [B, 1] and A [B, actions] returns Q [B, actions]."""
     __tracebackhide__ = True
     name = "dueling combination"
-    generator = torch.Generator().manual_seed(3)
-    value, advantage = (
-        torch.randn(6, 1, generator=generator),
-        torch.randn(6, 3, generator=generator),
-    )
+    inputs = torch.randn(6, 4, generator=torch.Generator().manual_seed(3))
+    value, advantage = inputs[:, :1].clone(), inputs[:, 1:].clone()  # V [6, 1], A [6, 3]
     compare(
         name,
         call_learner(name, function, value, advantage),
