@@ -131,6 +131,15 @@ def check_channel_stats(function: Callable) -> None:
     loc = frames.mean(dim=dims, keepdim=True).squeeze(0)
     scale = frames.std(dim=dims, keepdim=True).squeeze(0)
     assert loc.shape[-len(NORM_KEEP_DIMS) :] == (1, 1)
+    for got, want, what in ((out[0], loc, "loc"), (out[1], scale, "scale")):
+        if isinstance(got, torch.Tensor) and got.shape != want.shape and got.numel() == 4:
+            if matches(got.reshape(want.shape), want):
+                fail_check(
+                    name,
+                    f"{what} has shape {tuple(got.shape)}, expected {tuple(want.shape)}: the "
+                    "right values, but keep the reduced dimensions, so that it broadcasts over "
+                    "a stack [4, H, W].",
+                )
     compare(name, out[0], loc, "loc")
     population = frames.std(dim=dims, keepdim=True, correction=0).squeeze(0)
     if matches(out[1], population):

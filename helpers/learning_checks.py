@@ -5,6 +5,7 @@ loop body's check is `helpers.loop_check`; what every check shares is `helpers.e
 
 from __future__ import annotations
 
+import math
 from collections import Counter
 from collections.abc import Callable
 from copy import deepcopy
@@ -166,6 +167,14 @@ def check_gradient_step(function: Callable, actor: QValueActor, config: Config, 
         got, mine = _two_steps(name, function, actor, config, sample, sgd, clip)
         expected, reference = _two_steps(name, gradient_step, actor, config, sample, sgd, clip)
         setting = f"with {'SGD' if sgd else 'Adam'} and max_grad_norm={clip:g}"
+        if sgd and _same_params(
+            mine, _two_steps(name, gradient_step, actor, config, sample, sgd, math.inf)[1]
+        ):
+            fail_check(
+                name,
+                f"{setting}, the parameters moved as if the gradients were not clipped: clip "
+                "them after backward() and before optim.step(), which uses them.",
+            )
         for i, ((loss, norm), (ref_loss, ref_norm)) in enumerate(zip(got, expected)):
             if not isinstance(loss, float) or not isinstance(norm, float):
                 fail_check(name, "return (loss, grad_norm) as Python floats (tensor.item()).")
@@ -181,6 +190,13 @@ def check_gradient_step(function: Callable, actor: QValueActor, config: Config, 
                 what = f"{setting}, after two steps, {params}[{key!r}]"
                 compare(name, ours[key].data, theirs[key].data, what)
     passed(name)
+
+
+def _same_params(mine, other) -> bool:
+    """The two loss modules' trainable parameters are equal (to float tolerance)."""
+    ours = mine.value_network_params.flatten_keys(".")
+    theirs = other.value_network_params.flatten_keys(".")
+    return all(matches(ours[key].data, theirs[key].data) for key in theirs.keys())
 
 
 # ----- notebook 05 ------------------------------------------------------------------------------

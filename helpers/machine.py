@@ -51,7 +51,8 @@ def check_device(name: str | torch.device) -> torch.device:
 
 
 def output_dir(*parts: str) -> Path:
-    """Where the course writes what it makes: $DQN_COURSE_OUTPUT_DIR, else `outputs/`.
+    """Where the course writes what it makes: $DQN_COURSE_OUTPUT_DIR, else `outputs/`, made
+    if missing; `parts` name a folder inside it, which is not made here.
 
     `outputs/` sits at the root of the repository when `helpers` is installed from
     a checkout (`pip install -e .`), and in the current folder otherwise.
@@ -62,16 +63,15 @@ def output_dir(*parts: str) -> Path:
     else:
         repo = Path(__file__).resolve().parent.parent
         base = repo / "outputs" if (repo / "pyproject.toml").exists() else Path("outputs")
-    path = base.joinpath(*parts)
     try:
-        path.mkdir(parents=True, exist_ok=True)
+        base.mkdir(parents=True, exist_ok=True)
     except OSError as err:
         where = f"${OUTPUT_VARIABLE} ({root})" if root else str(base)
         raise ValueError(
-            f"Cannot make the outputs folder {path} ({err.strerror}): point {where} at a "
+            f"Cannot make the outputs folder {base} ({err.strerror}): point {where} at a "
             "folder you can write to, or unset it."
         ) from None
-    return path
+    return base.joinpath(*parts)  # (made by whatever writes there: a refused run leaves none)
 
 
 # The settings each notebook's own cells use (a test keeps these equal to the `config.NAME` in

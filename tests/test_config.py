@@ -17,7 +17,7 @@ from helpers.config import (
     config_for_mode,
     get_mode,
 )
-from helpers.machine import NOTEBOOK_SETTINGS, get_device, setup_banner
+from helpers.machine import NOTEBOOK_SETTINGS, get_device, output_dir, setup_banner
 from helpers.results import preset_of
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -198,3 +198,12 @@ def test_settings_from_the_command_line_take_their_fields_types():
     ]:
         with pytest.raises(ValueError, match=message):
             Config().with_settings([bad])
+
+
+def test_output_dir_makes_the_outputs_folder_but_not_a_run_folder(tmp_path, monkeypatch):
+    """A run refused before it starts must leave no empty folder in outputs/: output_dir names
+    the run's folder and train makes it."""
+    monkeypatch.setenv("DQN_COURSE_OUTPUT_DIR", str(tmp_path / "outputs"))
+    run = output_dir("td0")
+    assert run == tmp_path / "outputs" / "td0"
+    assert (tmp_path / "outputs").is_dir() and not run.exists()
