@@ -7,6 +7,7 @@ import sys
 from pathlib import Path
 
 import pytest
+import runfolders
 
 from helpers.config import SYSTEM_FIELDS, config_for_mode
 from helpers.diagnosis import (
@@ -28,7 +29,7 @@ from helpers.experiments import (
     ablation_table,
     pool_runs,
 )
-from helpers.run.logs import CsvLog, read_log
+from helpers.run.logs import read_log
 
 ROOT = Path(__file__).resolve().parent.parent
 HEALTHY = HEALTHY_RUN / "log.csv"
@@ -61,18 +62,13 @@ def test_ablation_of_names_a_runs_ablation_whatever_its_mode_or_layout():
 
 
 def write_run(folder: Path, config: dict, seed: int, evals: list[float], final: list[int]):
-    """A run folder as `train` and the sweep leave it (evaluations every 5,000 frames)."""
-    folder.mkdir(parents=True)
+    """A workshop TD(lambda) run folder, evaluated every 5,000 frames."""
     run = {"target": "td-lambda", "mode": "workshop", "seed": seed, "config": config}
-    (folder / "run.json").write_text(json.dumps(run))
-    log = CsvLog(folder / "log.csv")
-    for i, mean in enumerate(evals):
-        log.write({"batch": i, "frames": 5_000 * i + 32, "eval_mean": mean, "seconds": 60.0 * i})
-    n, mean = len(final), sum(final) / len(final)
-    stats = {"episodes": n, "mean": mean, "std": 0.0, "min": min(final), "max": max(final)}
-    (folder / "evaluation.json").write_text(json.dumps(stats))
-    command = {"command": "sweep", "rc": 0, "wall_seconds": 540 + 60 * seed}
-    (folder / "command.json").write_text(json.dumps(command))
+    rows = [
+        {"batch": i, "frames": 5_000 * i + 32, "eval_mean": mean, "seconds": 60.0 * i}
+        for i, mean in enumerate(evals)
+    ]
+    runfolders.write_run(folder, run, rows, final, 540 + 60 * seed)
 
 
 def test_ablation_table_reads_the_runs_by_hand(tmp_path):

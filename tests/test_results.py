@@ -5,6 +5,7 @@ import json
 from pathlib import Path
 
 import pytest
+import runfolders
 
 from helpers.commands.timings import format_seconds, load_times, notebook_time
 from helpers.machine import setup_banner
@@ -18,7 +19,6 @@ from helpers.results import (
     summary_table,
     your_place,
 )
-from helpers.run.logs import CsvLog
 
 ROOT = Path(__file__).resolve().parent.parent
 README = ROOT / "README.md"
@@ -29,25 +29,17 @@ COMMAND_LINE = ROOT / "docs" / "command-line.md"
 def write_run(
     folder: Path, seed: int, evals: list[tuple[int, float]], final: list[int], last: int = 0
 ) -> None:
-    """A run folder as `train` and the runner leave it, with the given evaluations (its last
-    row at `last` frames, if later than the last evaluation)."""
-    folder.mkdir(parents=True)
+    """A full-mode TD(lambda) run folder with the given evaluations (its last row at `last`
+    frames, if later than the last evaluation)."""
     config = {"network": "course", "eval_every": 10_000, "eval_max_steps": 500}
-    (folder / "run.json").write_text(
-        json.dumps({"target": "td-lambda", "mode": "full", "seed": seed, "config": config})
-    )
-    log = CsvLog(folder / "log.csv")
-    for i, (frames, mean) in enumerate(evals):
-        log.write({"batch": i, "frames": frames, "eval_mean": mean, "seconds": 60.0 * (i + 1)})
+    run = {"target": "td-lambda", "mode": "full", "seed": seed, "config": config}
+    rows = [
+        {"batch": i, "frames": frames, "eval_mean": mean, "seconds": 60.0 * (i + 1)}
+        for i, (frames, mean) in enumerate(evals)
+    ]
     if last > evals[-1][0]:
-        log.write({"batch": len(evals), "frames": last, "seconds": 60.0 * (len(evals) + 1)})
-    n = len(final)
-    mean = sum(final) / n
-    std = (sum((x - mean) ** 2 for x in final) / n) ** 0.5
-    stats = {"episodes": n, "mean": mean, "std": std, "min": min(final), "max": max(final)}
-    (folder / "evaluation.json").write_text(json.dumps({**stats, "lengths": final}))
-    command = {"command": f"train --seed {seed}", "rc": 0, "wall_seconds": 600 + 60 * seed}
-    (folder / "command.json").write_text(json.dumps(command))
+        rows.append({"batch": len(evals), "frames": last, "seconds": 60.0 * (len(evals) + 1)})
+    runfolders.write_run(folder, run, rows, final, 600 + 60 * seed)
 
 
 def test_band_and_tables_by_hand(tmp_path):
