@@ -9,6 +9,7 @@ import math
 from collections import Counter
 from collections.abc import Callable
 from copy import deepcopy
+from types import SimpleNamespace
 
 import torch
 from tensordict import TensorDictBase
@@ -167,14 +168,12 @@ def check_gradient_step(function: Callable, actor: QValueActor, config: Config, 
         got, mine = _two_steps(name, function, actor, config, sample, sgd, clip)
         expected, reference = _two_steps(name, gradient_step, actor, config, sample, sgd, clip)
         setting = f"with {'SGD' if sgd else 'Adam'} and max_grad_norm={clip:g}"
-        if sgd and _same_params(
-            mine, _two_steps(name, gradient_step, actor, config, sample, sgd, math.inf)[1]
-        ):
-            fail_check(
-                name,
-                f"{setting}, the parameters moved as if the gradients were not clipped: clip "
-                "them after backward() and before optim.step(), which uses them.",
-            )
+        for mistake, (step, message) in _STEP_MISTAKES.items():
+            if (sgd or mistake != "no clip") and not _same_params(mine, reference):
+                # (clip=inf: the gradients as if never clipped)
+                wrong = _two_steps(name, step, actor, config, sample, sgd, clip)[1]
+                if _same_params(mine, wrong):
+                    fail_check(name, f"{setting}, the parameters moved {message}")
         for i, ((loss, norm), (ref_loss, ref_norm)) in enumerate(zip(got, expected)):
             if not isinstance(loss, float) or not isinstance(norm, float):
                 fail_check(name, "return (loss, grad_norm) as Python floats (tensor.item()).")
@@ -190,6 +189,48 @@ def check_gradient_step(function: Callable, actor: QValueActor, config: Config, 
                 what = f"{setting}, after two steps, {params}[{key!r}]"
                 compare(name, ours[key].data, theirs[key].data, what)
     passed(name)
+
+
+class _NoReset:
+    """An optimizer whose zero_grad does nothing: each backward() adds to the last gradients."""
+
+    def __init__(self, optim: torch.optim.Optimizer) -> None:
+        self.step, self.zero_grad = optim.step, lambda set_to_none=True: None
+
+
+class _TargetFirst:
+    """An optimizer that moves the target network before its own step (and a target updater
+    that then does nothing): the target update done too early."""
+
+    def __init__(self, optim: torch.optim.Optimizer, target_updater) -> None:
+        self.zero_grad = optim.zero_grad
+        self.step = lambda: (target_updater.step(), optim.step())
+
+
+# Mistakes of exercise 6 the check names: a step that makes each, and what to say of it.
+_STEP_MISTAKES = {
+    "no clip": (
+        lambda loss, optim, target, sample, clip: gradient_step(
+            loss, optim, target, sample, math.inf
+        ),
+        "as if the gradients were not clipped: clip them after backward() and before "
+        "optim.step(), which uses them.",
+    ),
+    "no reset": (
+        lambda loss, optim, target, sample, clip: gradient_step(
+            loss, _NoReset(optim), target, sample, clip
+        ),
+        "as if step 2's gradients were added to step 1's: backward() accumulates into .grad, "
+        "so reset them (optim.zero_grad()) once each step has used them.",
+    ),
+    "target first": (
+        lambda loss, optim, target, sample, clip: gradient_step(
+            loss, _TargetFirst(optim, target), SimpleNamespace(step=lambda: None), sample, clip
+        ),
+        "as if the target network moved before optim.step(): update it after, so that it "
+        "follows the parameters this step learned.",
+    ),
+}
 
 
 def _same_params(mine, other) -> bool:

@@ -42,6 +42,16 @@ def step(
     return (loss.item(), norm.item()) if floats else (loss, norm)
 
 
+def target_before_the_step(loss_module, optim, target_updater, sample, clip):
+    loss = loss_module(sample)["loss"]
+    loss.backward()
+    norm = torch.nn.utils.clip_grad_norm_(loss_module.parameters(), clip)
+    target_updater.step()
+    optim.step()
+    optim.zero_grad()
+    return loss.item(), norm.item()
+
+
 def clip_after_the_step(loss_module, optim, target_updater, sample, clip):
     loss = loss_module(sample)["loss"]
     loss.backward()
@@ -329,7 +339,12 @@ WRONG = {
     "gradients never reset": (
         "gradient_step",
         lambda *a: step(*a, zero=False),
-        r"step 2's grad_norm",
+        r"with Adam and max_grad_norm=10, the parameters moved as if step 2's gradients were added",
+    ),
+    "target updated before the step": (
+        "gradient_step",
+        target_before_the_step,
+        r"with Adam and max_grad_norm=10, the parameters moved as if the target network moved before",
     ),
     "clips after the step": (
         "gradient_step",
