@@ -95,11 +95,12 @@ def _one_turn(name: str, function: Callable, n_optim: int, learning: bool) -> No
     last_update = max((i for i, k in enumerate(kinds) if k == "update"), default=0)
     late = [k for k in kinds[: last_update + 1] if k in ("epsilon", "weights")]
     if late:
-        fail_check(
-            name,
-            f"{'epsilon' if late[0] == 'epsilon' else 'the weights'} before the last update "
-            f"{setting}: the collector must play the next batch with what this turn learned.",
-        )
+        why = {
+            "epsilon": "the loop's order is store, the updates, then ε and the weights",
+            "weights": "the collector must play the next batch with what this turn learned",
+        }[late[0]]
+        what = "epsilon stepped" if late[0] == "epsilon" else "the weights"
+        fail_check(name, f"{what} before the last update {setting}: {why}.")
     expected = calls.results
     if not isinstance(got, list) or got != expected:
         fail_check(

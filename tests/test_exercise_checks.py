@@ -144,6 +144,15 @@ def body(
     return results[-1] if last_only else results
 
 
+def epsilon_first(data, store, sample, update, egreedy, collector, n_optim, learning):
+    """Epsilon stepped before the updates (the weights after them)."""
+    store(data)
+    egreedy.step(data.numel())
+    results = [update(sample()) for _ in range(n_optim)] if learning else []
+    collector.update_policy_weights_()
+    return results
+
+
 def body_weights_then_epsilon(data, store, sample, update, egreedy, collector, n_optim, learning):
     """Right: the learning, then the weights and epsilon in the other order, with a for loop."""
     store(data)
@@ -420,6 +429,11 @@ WRONG = {
         "loop_body",
         lambda *a: body(*a, weights_first=True),
         "the weights before the last update",
+    ),
+    "loop body: epsilon before the updates": (
+        "loop_body",
+        epsilon_first,
+        "epsilon stepped before the last update .*: the loop's order is store, the updates",
     ),
     "loop body: one sample for every update": (
         "loop_body",
