@@ -31,6 +31,12 @@ PRESET_NAMES = ("course", "tutorial")  # the recipes a run starts from (`PRESETS
 LOSS_FUNCTIONS = ("smooth_l1", "l2")  # Huber, squared error (networks and pipelines: their modules)
 # Faults planted on purpose for notebook 07's "find the bug" (helpers.sabotage); "" is none.
 SABOTAGES = ("", "ignore-terminated", "next-action")
+# Values that runs saved by earlier versions of the course hold under older names: setting ->
+# {old name: name now} (`upgrade_settings`).
+_RENAMED_VALUES = {
+    "network": {"course": "two-conv", "tutorial": "three-conv"},
+    "pipeline": {"course": "uint8", "tutorial": "float32"},
+}
 _RANGES = (
     (_POSITIVE, "positive", lambda v: v > 0),
     (_COUNTS, "0 or more", lambda v: v >= 0),
@@ -51,7 +57,7 @@ class Config:
     preset: str = "course"  # "course" or "tutorial" (`PRESETS`)
 
     # Network and optimiser
-    network: str = "course"  # "course": 2 conv + 256 (ReLU); "tutorial": 3 conv + 64x64 (ELU)
+    network: str = "two-conv"  # 2 conv + 256, ReLU; "three-conv": the tutorial's 3 conv + 64x64, ELU
     lr: float = 1e-3  # Adam learning rate
     betas: tuple[float, float] = (0.9, 0.999)  # Adam's moving-average factors
     n_optim: int = 2  # gradient steps per collected batch ("updates per data")
@@ -82,9 +88,9 @@ class Config:
     num_workers: int = 2  # environments each collector steps
     num_collectors: int = 1  # collectors running asynchronously, each in its own process
     parallel_envs: bool = False  # a collector's envs in worker processes (ParallelEnv), or in turn
-    # "course": uint8 transforms and the compact frame replay; "tutorial": the tutorial's
+    # "uint8": the course's uint8 transforms and compact frame replay; "float32": the tutorial's
     # transform order and float32 stacks of every key in the replay (docs/replay-memory.md compares them)
-    pipeline: str = "course"  # "course" or "tutorial" (above)
+    pipeline: str = "uint8"  # "uint8" or "float32" (above)
 
     # Exploration and initialisation
     eps_init: float = 1.0  # epsilon-greedy: probability of a random action at the start
@@ -161,7 +167,9 @@ class Config:
 
     @classmethod
     def from_dict(cls, values: dict) -> Config:
-        """The inverse of `to_dict` (JSON and checkpoints turn the betas tuple into a list)."""
+        """The inverse of `to_dict` (JSON and checkpoints turn the betas tuple into a list); an
+        older run's settings are read in today's names (`upgrade_settings`)."""
+        values = upgrade_settings(values)
         return cls(**{**values, "betas": tuple(values["betas"])})
 
     def with_settings(self, settings: list[str]) -> Config:
@@ -198,13 +206,27 @@ class Config:
         return self.eps_frames or self.total_frames
 
 
+def upgrade_settings(values: dict) -> dict:
+    """Settings as a run.json or checkpoint holds them, in today's names: values renamed since
+    the run was saved (`_RENAMED_VALUES`) replaced, and the preset, which runs did not always
+    record, told by the network (the tutorial's preset is the only one with three convolutions).
+    """
+    values = {
+        name: _RENAMED_VALUES.get(name, {}).get(value, value) if isinstance(value, str) else value
+        for name, value in values.items()
+    }
+    if "preset" not in values and "network" in values:
+        values["preset"] = "tutorial" if values["network"] == "three-conv" else "course"
+    return values
+
+
 # The tutorial's pipeline and process layout, kept to compare against: `python -m helpers bench`
 # and docs/replay-memory.md.
-TUTORIAL_SYSTEM = dict(pipeline="tutorial", num_collectors=2, num_workers=2, parallel_envs=True)
+TUTORIAL_SYSTEM = dict(pipeline="float32", num_collectors=2, num_workers=2, parallel_envs=True)
 SYSTEM_FIELDS = tuple(TUTORIAL_SYSTEM)  # how the work runs, not what is learned
 # The tutorial's learning settings (its short-run values; full mode adds its "proper" ones).
 TUTORIAL_RECIPE = dict(
-    network="tutorial",
+    network="three-conv",
     lr=2e-3,
     n_optim=8,
     max_grad_norm=1.0,

@@ -38,7 +38,7 @@ FRAME_SIZE = 64  # frames are resized to FRAME_SIZE x FRAME_SIZE
 # and leaves 60% less to convert and resize.
 CROP_TOP, CROP_HEIGHT = 160, 160
 STACK_KEY = "stack"  # the stack as uint8 frames, before the float conversion (for the replay)
-PIPELINES = ("course", "tutorial")
+PIPELINES = ("uint8", "float32")
 
 
 def make_base_env(device: str | torch.device | None = None) -> GymEnv:
@@ -119,18 +119,18 @@ class FrameNorm(ObservationNorm):
 
 
 def make_transforms(
-    obs_norm: dict | None = None, pipeline: str = "course", reward_scale: float = REWARD_SCALE
+    obs_norm: dict | None = None, pipeline: str = "uint8", reward_scale: float = REWARD_SCALE
 ) -> Compose:
     """The observation pipeline, ending with the normalization (lazy when no constants).
 
-    "tutorial" is the tutorial's order: ToTensorImage, RewardScaling, GrayScale, Resize,
-    CatFrames, ObservationNorm. "course" (the default) cuts the frame to the band where the
+    "float32" is the tutorial's order: ToTensorImage, RewardScaling, GrayScale, Resize,
+    CatFrames, ObservationNorm. "uint8" (the course's, the default) cuts the frame to the band where the
     cart and pole are drawn, then shrinks and stacks it while it is still uint8, keeps that
     uint8 stack under `stack` for the compact replay memory, and only then converts to float:
     the same scene, drawn taller, for much less work per step (notebook 01 shows both).
     """
     reward = RewardScaling(loc=0.0, scale=reward_scale)  # reward 1 -> reward_scale per step
-    if check_pipeline(pipeline) == "tutorial":
+    if check_pipeline(pipeline) == "float32":
         stack = CatFrames(FRAME_STACK, in_keys=["pixels"], dim=-3)  # -> [4, 64, 64]
         shrink = [ToTensorImage(), reward, GrayScale(), Resize(FRAME_SIZE, FRAME_SIZE), stack]
         return Compose(StepCounter(), *shrink, make_obs_norm(obs_norm))
@@ -167,7 +167,7 @@ def make_env(
     num_workers: int = 1,
     device: str | torch.device | None = None,
     seed: int | None = None,
-    pipeline: str = "course",
+    pipeline: str = "uint8",
     reward_scale: float = REWARD_SCALE,
 ) -> TransformedEnv:
     """Build the environment the agent sees: stacked, normalized 64x64 grayscale frames.
@@ -182,7 +182,7 @@ def make_env(
         num_workers: number of environments; 1 (and not `parallel`) gives a plain env.
         device: where the environment puts its tensors (default: CPU).
         seed: seed for the environment(s), for repeatable rollouts.
-        pipeline: "course" (uint8 first, see `make_transforms`) or "tutorial".
+        pipeline: "uint8" (the course's, uint8 first, see `make_transforms`) or "float32".
         reward_scale: what the reward of 1 per step is multiplied by (Config.reward_scale).
     """
     if obs_norm is not None:

@@ -154,5 +154,5 @@ def plain_collector(config: Config, policy, obs_norm: dict, total_frames: int, d
         storing_device="cpu",
         # The threads this process learns with, as `train` set them (by default the collector
         # would leave it one per core it does not give a worker).
-        num_threads=torch.get_num_threads() if config.pipeline == "course" else None,
+        num_threads=torch.get_num_threads() if config.pipeline == "uint8" else None,
     )

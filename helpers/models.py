@@ -18,12 +18,12 @@ from helpers.config import FRAME_STACK, Config
 NETWORKS: dict[str, dict[str, dict]] = {
     # The course's: two convolutions (a 64x64 frame -> 32 x 6 x 6 features) and one hidden layer
     # of 256 per head: about 0.6 M parameters, under 5 MFLOP a frame.
-    "course": dict(
+    "two-conv": dict(
         cnn=dict(num_cells=[16, 32], kernel_sizes=[8, 4], strides=[4, 2], activation_class=nn.ReLU),
         mlp=dict(depth=1, num_cells=[256], activation_class=nn.ReLU),
     ),
     # The tutorial's: three convolutions and two hidden layers of 64 per head, with ELU.
-    "tutorial": dict(
+    "three-conv": dict(
         cnn=dict(
             num_cells=[32, 64, 64],
             kernel_sizes=[6, 4, 3],
@@ -33,8 +33,8 @@ NETWORKS: dict[str, dict[str, dict]] = {
         mlp=dict(depth=2, num_cells=[64, 64], activation_class=nn.ELU),
     ),
 }
-CNN_KWARGS = NETWORKS["course"]["cnn"]  # the course network's convolutions (notebook 03)
-MLP_KWARGS = NETWORKS["course"]["mlp"]  # ... and each head's MLP
+CNN_KWARGS = NETWORKS["two-conv"]["cnn"]  # the course network's convolutions (notebook 03)
+MLP_KWARGS = NETWORKS["two-conv"]["mlp"]  # ... and each head's MLP
 
 
 @dataclass
@@ -79,7 +79,7 @@ class NewestFrames(nn.Module):
 
 
 def make_qnet(
-    num_actions: int, init_bias: float, network: str = "course", frames_seen: int = FRAME_STACK
+    num_actions: int, init_bias: float, network: str = "two-conv", frames_seen: int = FRAME_STACK
 ) -> DuelingCnnDQNet:
     """A dueling network (`NETWORKS[network]`): CNN features, then advantage and value MLP heads.
 
@@ -99,7 +99,7 @@ def make_actor(
     env: EnvBase,
     init_bias: float = 2.0,
     device: str | torch.device = "cpu",
-    network: str = "course",
+    network: str = "two-conv",
     frames_seen: int = FRAME_STACK,
 ) -> QValueActor:
     """A greedy QValueActor for `env`, with its lazy layers initialised on a fake batch."""
@@ -144,7 +144,7 @@ def make_model(env: EnvBase, config: Config, device: str | torch.device = "cpu")
             f"make_model needs a torchrl environment (make_env()), got {type(env).__name__}."
         )
     actor = make_actor(env, config.init_bias, device, config.network, config.frames_seen)
-    if config.pipeline == "course" and torch.device(device).type == "cpu":
+    if config.pipeline == "uint8" and torch.device(device).type == "cpu":
         # Convolutions run about 10% faster on a CPU with channels-last weights (measured
         # here; not measured on a GPU, so left alone there). The values are the same.
         nn.Module.to(actor, memory_format=torch.channels_last)  # (TensorDictModule.to lacks it)

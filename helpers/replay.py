@@ -107,7 +107,7 @@ def make_replay_buffer(
     obs_norm: dict | None = None,
     saved: dict | None = None,
 ) -> FrameReplay | NaiveReplay:
-    """The replay memory of `config.pipeline`: FrameReplay (course) or NaiveReplay (tutorial).
+    """The replay memory of `config.pipeline`: FrameReplay ("uint8") or NaiveReplay ("float32").
 
     Args:
         config: gives `pipeline`, `buffer_size`, `batch_size`, `frames_per_batch`, `num_workers`.
@@ -118,7 +118,7 @@ def make_replay_buffer(
         saved: the `state_dict()` of the compact memory already in `folder`, to go on with it.
     """
     check_target(target)
-    if check_pipeline(config.pipeline) == "tutorial":
+    if check_pipeline(config.pipeline) == "float32":
         return NaiveReplay(config, target, folder)
     if obs_norm is None:
         raise ValueError("The compact replay memory needs the normalization constants.")
@@ -137,10 +137,10 @@ def make_replay_buffer(
 def check_replay_settings(config: Config, target: str) -> None:
     """Refuse, before anything is written, settings that the replay memory cannot hold."""
     row = row_steps(config)
-    if config.random_shift and config.pipeline != "course":
+    if config.random_shift and config.pipeline != "uint8":
         raise ValueError(
             "random_shift needs the course's pipeline (its compact replay memory shifts the "
-            "frames): set random_shift=0 or pipeline=course."
+            "frames): set random_shift=0 or pipeline=uint8."
         )
     if config.random_shift >= FRAME_SIZE // 2:
         raise ValueError(
@@ -149,7 +149,7 @@ def check_replay_settings(config: Config, target: str) -> None:
         )
     if target == "td-lambda":
         checked_chunk_length(config)
-    if config.pipeline == "course" and config.buffer_size < min_capacity(row):
+    if config.pipeline == "uint8" and config.buffer_size < min_capacity(row):
         raise ValueError(
             f"buffer_size ({config.buffer_size}) is too small for rows of {row} steps: "
             f"give it at least {min_capacity(row)} frames."
@@ -159,7 +159,7 @@ def check_replay_settings(config: Config, target: str) -> None:
 def check_free_space(config: Config, target: str, run_dir: Path) -> None:
     """Refuse, before anything is written, a run whose compact replay memory would not fit on
     the disk of `run_dir` (with 50 MB for its checkpoints and logs)."""
-    if config.pipeline != "course":
+    if config.pipeline != "uint8":
         return
     chunk_length = None if target == "td0" else config.chunk_length
     why = no_room(ring_nbytes(config.buffer_size, chunk_length) + 50_000_000, run_dir)

@@ -14,7 +14,7 @@ from pathlib import Path
 import matplotlib.pyplot as plt
 from matplotlib.axes import Axes
 
-from helpers.config import PRESETS, Config
+from helpers.config import Config, upgrade_settings
 from helpers.plots import eval_axes
 from helpers.run.folder import COMMAND_FILE, EVALUATION_FILE, LOG_FILE, RUN_FILE, read_json
 from helpers.run.logs import column, read_log
@@ -26,11 +26,8 @@ BAND_PERCENTILE = 10  # bands run from this percentile of the course's runs to 1
 
 def preset_of(config: dict) -> str:
     """The preset a run's settings come from: as run.json records it, or, for a run older than
-    that record, the one of `PRESETS` whose network it trains."""
-    if "preset" in config:
-        return config["preset"]
-    networks = {configs["full"].network: name for name, configs in PRESETS.items()}
-    return networks[config.get("network", "course")]
+    that record, the one its network tells (`upgrade_settings`)."""
+    return upgrade_settings(config).get("preset", "course")
 
 
 def load_run(folder: str | Path) -> dict:

@@ -114,7 +114,7 @@ CASES = [
     ("resume lr", "stopped", [*TRAIN, "--resume", *sets("lr=0.01")], "lr 0.001 -> 0.01"),
     ("resume n_optim", "stopped", [*TRAIN, "--resume", *sets("n_optim=3")], "n_optim 2 -> 3"),
     ("resume buffer", "stopped", [*TRAIN, "--resume", *sets("buffer_size=640")], "buffer_size"),
-    ("resume preset", "stopped", [*TRAIN, "--preset", "tutorial", "--resume"], "course pipeline"),
+    ("resume preset", "stopped", [*TRAIN, "--preset", "tutorial", "--resume"], "uint8 pipeline"),
     ("resume mode", "stopped", ["train", "--target", "td0", "--resume"], "in smoke mode"),
     ("resume target", "stopped", [*TRAIN_LAMBDA, "--resume"], "holds a td0 run"),
     ("log rows missing", "log gap", [*TRAIN, "--resume"], "rows where its checkpoint counts"),

@@ -35,8 +35,8 @@ def test_format_bench_names_the_machine():
             "raw_steps_per_s": 500.0,
             "transformed_steps_per_s": 400.0,
             "ratio": 0.8,
-            "tutorial_order_steps_per_s": 300.0,
-            "tutorial_order_ratio": 0.6,
+            "float32_steps_per_s": 300.0,
+            "float32_ratio": 0.6,
         },
         "replay": {
             "naive_bytes_per_frame": 131110,

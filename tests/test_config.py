@@ -50,7 +50,7 @@ def test_the_shipped_reference_runs_were_trained_with_each_modes_recipe():
     for path in runs:
         run = json.loads(path.read_text())
         saved = run["config"]
-        if saved.get("preset", "course") != "course" or saved["network"] != "course":
+        if saved["preset"] != "course":
             continue
         now = dataclasses.asdict(config_for_mode(run["mode"]))
         differ = {k: (v, now[k]) for k, v in saved.items() if k in now and _json(now[k]) != v}
@@ -78,7 +78,7 @@ def test_the_tutorial_preset_keeps_the_tutorials_values():
         8,
     )
     assert (tutorial.network, tutorial.loss_function, tutorial.double_dqn) == (
-        "tutorial",
+        "three-conv",
         "l2",
         False,
     )
@@ -88,7 +88,7 @@ def test_the_tutorial_preset_keeps_the_tutorials_values():
         500_000,
     )
     assert (tutorial.lr, tutorial.tau, tutorial.max_grad_norm) == (2e-3, 0.005, 1.0)
-    assert (tutorial.num_workers, tutorial.num_collectors, tutorial.pipeline) == (8, 4, "tutorial")
+    assert (tutorial.num_workers, tutorial.num_collectors, tutorial.pipeline) == (8, 4, "float32")
 
 
 def test_the_tutorial_preset_changes_the_recipe_and_the_layout():
@@ -103,8 +103,8 @@ def test_the_tutorial_preset_changes_the_recipe_and_the_layout():
                 "init_random_frames",
             ):
                 assert getattr(tutorial, name) == value, (mode, name)
-        assert tutorial.pipeline == "tutorial" and course.pipeline == "course"
-        assert tutorial.network == "tutorial" and course.network == "course"
+        assert tutorial.pipeline == "float32" and course.pipeline == "uint8"
+        assert tutorial.network == "three-conv" and course.network == "two-conv"
         assert (course.preset, tutorial.preset) == ("course", "tutorial")
     with pytest.raises(ValueError, match="course, tutorial"):
         config_for_mode("smoke", preset="fast")
@@ -112,11 +112,23 @@ def test_the_tutorial_preset_changes_the_recipe_and_the_layout():
 
 def test_a_run_reports_the_preset_it_started_from_not_a_guess_from_its_network():
     """A course run with the tutorial's network is still a course run (run.json's config)."""
-    changed = config_for_mode("smoke").replace(network="tutorial").to_dict()
+    changed = config_for_mode("smoke").replace(network="three-conv").to_dict()
     assert preset_of(changed) == "course"
     assert preset_of(config_for_mode("smoke", preset="tutorial").to_dict()) == "tutorial"
     older = {k: v for k, v in changed.items() if k != "preset"}  # a run.json from before
     assert preset_of(older) == "tutorial"  # the only clue such a file has
+
+
+def test_a_run_saved_with_the_older_value_names_reads_in_todays():
+    """Runs saved before network and pipeline had names of their own called both "course" or
+    "tutorial"; they load, resume and report as the same settings under today's names."""
+    saved = dict(config_for_mode("smoke", preset="tutorial").to_dict(), betas=[0.9, 0.999])
+    saved.update(network="tutorial", pipeline="tutorial")
+    del saved["preset"]
+    assert Config.from_dict(saved) == config_for_mode("smoke", preset="tutorial")
+    course = dict(config_for_mode("smoke").to_dict(), network="course", pipeline="course")
+    assert Config.from_dict(course) == config_for_mode("smoke")
+    assert preset_of({"network": "course"}) == "course"
     with pytest.raises(ValueError, match="preset = 'fast' is not one of course, tutorial"):
         Config(preset="fast")
 

@@ -85,9 +85,9 @@ def test_the_course_network_has_the_recipes_shapes(env):
     # 4*16*8*8+16 + 16*32*4*4+32 + 2 heads of (1152*256+256) + 256*2+2 + 256*1+1
     assert sum(p.numel() for p in net.parameters()) == 4_112 + 8_224 + 2 * 295_168 + 514 + 257
     assert net.value[-1].bias.item() == 2.0
-    tutorial = make_qnet(2, init_bias=2.0, network="tutorial")
+    tutorial = make_qnet(2, init_bias=2.0, network="three-conv")
     assert tutorial.features(torch.zeros(1, 4, 64, 64)).shape == (1, 64 * 12 * 12)
-    with pytest.raises(ValueError, match="course, tutorial"):
+    with pytest.raises(ValueError, match="two-conv, three-conv"):
         make_qnet(2, 2.0, network="huge")
 
 

@@ -75,7 +75,7 @@ def compare(replay: FrameReplay, positions: torch.Tensor, expected: TensorDict) 
 
 @pytest.mark.slow
 def test_compact_transitions_equal_the_naive_ones(batches, obs_norm, tmp_path):
-    config = config_for_mode("smoke").replace(buffer_size=10_000, pipeline="tutorial")
+    config = config_for_mode("smoke").replace(buffer_size=10_000, pipeline="float32")
     with scratch_dir(tmp_path) as scratch:
         naive = NaiveReplay(config, "td0", scratch / "naive")
         compact = FrameReplay(10_000, 32, make_normalizer(obs_norm), scratch)
@@ -132,7 +132,7 @@ def test_compact_chunks_equal_the_naive_rows(batches, obs_norm, tmp_path):
     )
     with scratch_dir(tmp_path) as scratch:
         compact = make_replay_buffer(config, "td-lambda", scratch, obs_norm)
-        naive = make_replay_buffer(config.replace(pipeline="tutorial"), "td-lambda", scratch / "n")
+        naive = make_replay_buffer(config.replace(pipeline="float32"), "td-lambda", scratch / "n")
         assert isinstance(compact, FrameReplay) and isinstance(naive, NaiveReplay)
         rows = []
         for data in batches:

@@ -31,7 +31,7 @@ def write_run(
 ) -> None:
     """A full-mode TD(lambda) run folder with the given evaluations (its last row at `last`
     frames, if later than the last evaluation)."""
-    config = {"network": "course", "eval_every": 10_000, "eval_max_steps": 500}
+    config = {"network": "two-conv", "eval_every": 10_000, "eval_max_steps": 500}
     run = {"target": "td-lambda", "mode": "full", "seed": seed, "config": config}
     rows = [
         {"batch": i, "frames": frames, "eval_mean": mean, "seconds": 60.0 * (i + 1)}

@@ -9,7 +9,7 @@ import pytest
 
 from helpers.run.folder import MARKER_FILE, PENDING_DIR, PREVIOUS_DIR, RunFolder, RunFolderError
 
-RUN = {"target": "td0", "mode": "smoke", "seed": 0, "config": {"pipeline": "course"}}
+RUN = {"target": "td0", "mode": "smoke", "seed": 0, "config": {"pipeline": "uint8"}}
 NEW = {**RUN, "seed": 1}
 
 

@@ -396,7 +396,7 @@ def test_resuming_with_another_pipeline_is_refused(td0_run, tmp_path):
     before = contents(copy)
     args = ["--target", "td0", "--mode", "smoke", "--preset", "tutorial", "--out", str(copy)]
     result = cli("train", *args, "--frames", str(FRAMES + 64), "--resume")
-    assert result.returncode == 2 and "course pipeline" in result.stderr
+    assert result.returncode == 2 and "uint8 pipeline" in result.stderr
     assert contents(copy) == before
 
 

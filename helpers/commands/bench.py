@@ -62,14 +62,14 @@ def steps_per_second(env, steps: int, repeats: int) -> float:
 
 
 def env_rates(obs_norm: dict, steps: int = 300, repeats: int = 3) -> dict:
-    """Raw pixel env vs the transformed env, course and tutorial order; random actions, one
+    """Raw pixel env vs the transformed env, uint8 (the course's) and float32 (the tutorial's) pipeline; random actions, one
     torch thread, as in a collector's process (torchrl gives each one thread)."""
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
     envs = {
         "raw": make_base_env(),
-        "course": make_env(obs_norm=obs_norm),
-        "tutorial": make_env(obs_norm=obs_norm, pipeline="tutorial"),
+        "uint8": make_env(obs_norm=obs_norm),
+        "float32": make_env(obs_norm=obs_norm, pipeline="float32"),
     }
     try:
         rates = {name: steps_per_second(env, steps, repeats) for name, env in envs.items()}
@@ -79,10 +79,10 @@ def env_rates(obs_norm: dict, steps: int = 300, repeats: int = 3) -> dict:
         torch.set_num_threads(threads)
     return {
         "raw_steps_per_s": rates["raw"],
-        "transformed_steps_per_s": rates["course"],
-        "ratio": rates["course"] / rates["raw"],
-        "tutorial_order_steps_per_s": rates["tutorial"],
-        "tutorial_order_ratio": rates["tutorial"] / rates["raw"],
+        "transformed_steps_per_s": rates["uint8"],
+        "ratio": rates["uint8"] / rates["raw"],
+        "float32_steps_per_s": rates["float32"],
+        "float32_ratio": rates["float32"] / rates["raw"],
     }
 
 
@@ -98,7 +98,7 @@ def numbered_rollout(env, steps: int, policy=None):
 def bytes_per_frame(obs_norm: dict, capacity: int = 1_000, steps: int = 1_500) -> dict:
     """Replay storage per stored step: the tutorial's (every key of a collected step, float32
     stacks) against the course's compact memory, filled by random play until it wraps."""
-    env = make_env(obs_norm=obs_norm, pipeline="tutorial", seed=0)
+    env = make_env(obs_norm=obs_norm, pipeline="float32", seed=0)
     model = make_model(env, config_for_mode("smoke"))
     batch = env.rollout(8, model.policy_explore, break_when_any_done=False)
     env.close()
@@ -327,12 +327,12 @@ def format_bench(result: dict) -> str:
     rows = [
         ("raw env steps/s (1 process)", f"{env['raw_steps_per_s']:.0f}"),
         (
-            "transformed env steps/s, course order",
+            "transformed env steps/s, uint8 pipeline (the course's)",
             f"{env['transformed_steps_per_s']:.0f} ({env['ratio']:.0%} of raw)",
         ),
         (
-            "transformed env steps/s, tutorial order",
-            f"{env['tutorial_order_steps_per_s']:.0f} ({env['tutorial_order_ratio']:.0%} of raw)",
+            "transformed env steps/s, float32 pipeline (the tutorial's order)",
+            f"{env['float32_steps_per_s']:.0f} ({env['float32_ratio']:.0%} of raw)",
         ),
         (
             "replay bytes/step, tutorial (every key, float32)",

@@ -149,8 +149,8 @@ def build_parser() -> argparse.ArgumentParser:
         "--preset",
         choices=list(PRESETS),
         default="course",
-        help="course: the course's pipeline (default); tutorial: the tutorial's transforms, "
-        "replay storage and process layout, for comparison",
+        help="course: the course's recipe (default); tutorial: the tutorial's hyperparameters, "
+        "network, transforms, replay storage and process layout, for comparison",
     )
     p.add_argument(
         "--frames", type=int, default=None, help="total frames to collect (default: the mode's)"

@@ -20,7 +20,7 @@ import stat
 import time
 from pathlib import Path
 
-from helpers.config import Config
+from helpers.config import Config, upgrade_settings
 from helpers.run.checkpoints import AGENT_FILE, CHECKPOINT_FILE, MANIFEST, load_checkpoint
 from helpers.run.logs import read_log
 
@@ -141,6 +141,7 @@ class RunFolder:
         run_file = self.path / RUN_FILE
         if resume:
             state = load_checkpoint(self.path / CHECKPOINT_FILE)
+            state["config"] = upgrade_settings(state["config"])  # (an older run's names)
             saved = (state.get("target"), state.get("mode"), state["config"].get("pipeline"))
             asked = (run["target"], run["mode"], run["config"]["pipeline"])
             if saved != asked:
