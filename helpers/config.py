@@ -57,7 +57,7 @@ class Config:
     preset: str = "course"  # "course" or "tutorial" (`PRESETS`)
 
     # Network and optimiser
-    network: str = "two-conv"  # 2 conv + 256, ReLU; "three-conv": the tutorial's 3 conv + 64x64, ELU
+    network: str = "two-conv"  # 2 conv + 256, ReLU; "three-conv": the tutorial's 3 conv, 64x64
     lr: float = 1e-3  # Adam learning rate
     betas: tuple[float, float] = (0.9, 0.999)  # Adam's moving-average factors
     n_optim: int = 2  # gradient steps per collected batch ("updates per data")
