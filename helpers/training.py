@@ -5,15 +5,12 @@ from __future__ import annotations
 import json
 import math
 import multiprocessing
-import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-import matplotlib.pyplot as plt
 import torch
 from torchrl.modules import QValueActor
-from tqdm.auto import tqdm
 
 from helpers.config import Config, config_for_mode, get_mode
 from helpers.envs import make_env
@@ -31,28 +28,23 @@ from helpers.losses import check_target, make_loss
 from helpers.machine import get_device
 from helpers.models import make_model
 from helpers.normalization import compute_norm_constants
-from helpers.plots import LiveCurve, in_notebook, plot_training, progress_postfix
 from helpers.replay import check_free_space, check_replay_settings, open_replay
 from helpers.run.checkpoints import (
     CHECKPOINT_FILE,
-    counters_after,
     flat_params,
     load_params_into,
     restore_training,
-    save_checkpoint,
-    training_state,
 )
 from helpers.run.evaluator import Evaluations, Evaluator
 from helpers.run.folder import (
-    CURVES_FILE,
     EVALUATION_FILE,
     LOG_FILE,
     REPLAY_DIR,
     RunFolder,
     check_run_arguments,
 )
-from helpers.run.logs import CsvLog, read_log
-from helpers.run.replay_files import remove_replay
+from helpers.run.keeping import RunKeeping
+from helpers.run.logs import read_log
 from helpers.run.workers import (
     StopOnInterrupt,
     WorkerGone,
@@ -210,34 +202,14 @@ def _train(
     if state is not None:
         folder.resuming(run)
 
-    def checkpoint(finished: bool) -> None:
-        save_checkpoint(
-            run_dir / CHECKPOINT_FILE,
-            **training_state(
-                run=run,
-                counters=counters,
-                loss_module=loss_module,
-                optim=optim,
-                obs_norm=obs_norm,
-                epsilon=float(model.egreedy.eps),
-                best=best,
-                finished=finished,
-                replay=None if finished else replay.state_dict(),
-            ),
-        )
-        folder.keep()
-
-    # A resumed run's log goes on from its checkpoint: rows written after it are dropped.
-    log = CsvLog(run_dir / LOG_FILE, keep=counters["batches"] if state is not None else 0)
-    live = LiveCurve() if (in_notebook() if live_plot is None else live_plot) else None
+    learner = dict(loss_module=loss_module, optim=optim, obs_norm=obs_norm, egreedy=model.egreedy)
+    keeping = RunKeeping(folder, run, state, config, learner, counters, best, live_plot, progress)
     workers_before = {p.pid for p in worker_processes()}
-    start = time.monotonic() - (log.rows[-1]["seconds"] if log.rows else 0.0)
     finished = False
     collector = evaluator = None
-    bar = tqdm(
-        total=config.total_frames, initial=counters["frames"], unit="frame", disable=not progress
+    replay = keeping.replay = open_replay(
+        config, target, run_dir / REPLAY_DIR, obs_norm, saved_replay
     )
-    replay = open_replay(config, target, run_dir / REPLAY_DIR, obs_norm, saved_replay)
     stored = config.init_random_frames if len(replay) else 0  # (a resumed run's memory)
     threads = torch.get_num_threads()
     torch.set_num_threads(learner_threads())
@@ -245,7 +217,7 @@ def _train(
         try:
             collector = make_collector(config, model.policy_explore, obs_norm, remaining, device)
             evaluator = Evaluator(config, obs_norm)
-            evaluations = Evaluations(log, evaluator, best, config.eval_max_steps)
+            evaluations = Evaluations(keeping.log, evaluator, best, config.eval_max_steps)
             stop.watch(
                 [p for p in worker_processes() if p.pid not in workers_before],
                 {evaluator.process.pid: "The evaluation"},
@@ -257,7 +229,7 @@ def _train(
             for data in collector:
                 # The algorithm: store, learn, explore less, hand the weights over (loop_body).
                 with stop.deferred():  # a second interrupt waits for the batch's updates
-                    row = _batch_row(data, counters)
+                    row = _batch_row(data, keeping.counters)
                     stored += data.numel()
                     if config.sabotage:  # notebook 07's planted faults; none by default
                         data = sabotage_batch(data, config.sabotage)
@@ -273,25 +245,18 @@ def _train(
                     )
                     if results:
                         row["loss"], row["grad_norm"] = results[-1]
-                    row["epsilon"] = float(model.egreedy.eps)
-                    row["seconds"] = round(time.monotonic() - start, 2)
-                    log.write(row)
-                    counters = counters_after(row)
-                # Evaluate a snapshot every eval_every frames, beside the training.
+                    keeping.write(row, epsilon=float(model.egreedy.eps))
+                # Evaluate a snapshot every eval_every frames, beside the training; keep the best.
                 frames, last = row["frames"], row["frames"] >= config.total_frames
                 due = frames // config.eval_every > (frames - data.numel()) // config.eval_every
                 if row["batch"] == 0 or due or last:
                     evaluations.add(frames, flat_params(loss_module.value_network_params))
-                # The run-keeping: the best agent, a checkpoint, the progress shown.
                 with stop.deferred():
                     arrived = evaluations.collect(wait=last, stop=lambda: stop.requested)
-                    best = evaluations.best
-                    if (due or arrived) and not last:
-                        checkpoint(finished=False)  # what a run killed outright keeps
-                bar.update(data.numel())
-                bar.set_postfix(progress_postfix(log.rows), refresh=False)
-                if live is not None and arrived:
-                    live.update(log.rows)
+                    # The run-keeping: a checkpoint, the progress shown.
+                    keeping.after_batch(
+                        evaluations.best, data.numel(), (due or arrived) and not last, arrived
+                    )
                 if stop.requested:
                     break
             finished = not stop.requested
@@ -309,29 +274,20 @@ def _train(
             torch.set_num_threads(threads)
             if evaluator is not None:  # (an evaluation still running is dropped)
                 evaluator.close()
-                best = evaluations.best
-            if log.rows:  # the log is what the checkpoint must agree with, whenever it stopped
-                counters = counters_after(log.rows[-1])
-            if stop.requested:
-                print(f"Interrupted after {counters['frames']} frames: saving what ran so far.")
-            bar.close()
+            keeping.stopped(evaluations.best if evaluator is not None else best, stop.requested)
             if collector is not None and not stop.worker_died:
                 collector.shutdown()  # (which would wait forever for a dead worker)
             stop_workers(keep=workers_before, timeout=0 if stop.worker_died else 10)
-            if counters["batches"] > (state["batches"] if state is not None else 0):
-                checkpoint(finished)  # (a start that failed before its first batch saves nothing)
-            if finished or replay.state_dict() is None:
-                remove_replay(run_dir / REPLAY_DIR)  # kept only for a run to resume
-            if log.rows:
-                plt.close(
-                    plot_training(log.rows, f"{target} ({run['mode']} mode)", run_dir / CURVES_FILE)
-                )
+            keeping.finish(finished)
+    best, counters = keeping.best, keeping.counters
     if best["params"] is not None:
         load_params_into(model.actor, best["params"], str(run_dir))
     final_eval = None
     if finished and config.final_episodes > 0:
         final_eval = final_evaluation(run_dir, config, progress)
-    return TrainResult(run_dir, log.rows, counters["frames"], not finished, model.actor, final_eval)
+    return TrainResult(
+        run_dir, keeping.log.rows, counters["frames"], not finished, model.actor, final_eval
+    )
 
 
 def _batch_row(data, counters: dict) -> dict:
