@@ -21,8 +21,8 @@ No notebook teaches the two subpackages, which hold the tooling around the lesso
   `checkpoints`, the CSV log (`logs`), the replay memory's files (`replay_files`), the
   evaluation process beside training (`evaluator`), the worker processes (`workers`), and
   `keeping`, which keeps a run's records in step with `train`'s loop.
-- `helpers.commands`: `python -m helpers ...` (`cli`, with `__main__`), `bench`, `sweep`, and
-  the notebooks' measured times (`timings`).
+- `helpers.commands`: `python -m helpers ...` (`cli`, with `__main__`), `bench` (with
+  `bench_pieces`), `sweep`, and the notebooks' measured times (`timings`).
 """
 
 import os

@@ -43,7 +43,7 @@ from helpers.run.folder import (
     RunFolder,
     check_run_arguments,
 )
-from helpers.run.keeping import RunKeeping
+from helpers.run.keeping import RunKeeping, batch_row
 from helpers.run.logs import read_log
 from helpers.run.workers import (
     StopOnInterrupt,
@@ -229,7 +229,7 @@ def _train(
             for data in collector:
                 # The algorithm: store, learn, explore less, hand the weights over (loop_body).
                 with stop.deferred():  # a second interrupt waits for the batch's updates
-                    row = _batch_row(data, keeping.counters)
+                    row = batch_row(data, keeping.counters)
                     stored += data.numel()
                     if config.sabotage:  # notebook 07's planted faults; none by default
                         data = sabotage_batch(data, config.sabotage)
@@ -288,19 +288,3 @@ def _train(
     return TrainResult(
         run_dir, keeping.log.rows, counters["frames"], not finished, model.actor, final_eval
     )
-
-
-def _batch_row(data, counters: dict) -> dict:
-    """A log row's facts about a collected batch: its counters, and the greedy Q-value of its
-    states, computed by the collecting policy (free, where a replay sample would cost a
-    forward pass), and the length of the training episodes it ended."""
-    ended = data["next", "done"].squeeze(-1)
-    row = {
-        "batch": counters["batches"],
-        "frames": counters["frames"] + data.numel(),
-        "trajectories": counters["trajectories"] + int(ended.sum()),
-        "value": float(data["chosen_action_value"].mean()),
-    }
-    if ended.any() and ("next", "step_count") in data.keys(True):
-        row["train_episode_length"] = float(data["next", "step_count"][ended].float().mean())
-    return row

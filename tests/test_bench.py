@@ -5,7 +5,8 @@ import sys
 
 import pytest
 
-from helpers.commands.bench import YOURS, bytes_per_frame, format_bench, training_rate
+from helpers.commands.bench import YOURS, format_bench, training_rate
+from helpers.commands.bench_pieces import bytes_per_frame
 from helpers.config import config_for_mode
 
 pytestmark = pytest.mark.slow  # left out of the quick lane (make check)

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import json
 import platform
-import statistics
 import subprocess
 import sys
 import tempfile
@@ -19,18 +18,16 @@ from pathlib import Path
 
 import psutil
 import torch
-from tensordict import TensorDict
-from torchrl.envs.utils import RandomPolicy
 
+from helpers.commands.bench_pieces import (
+    bytes_per_frame,
+    env_rates,
+    learner_times,
+    optimisation_rate,
+)
 from helpers.config import SYSTEM_FIELDS, TUTORIAL, Config, config_for_mode
-from helpers.envs import make_base_env, make_env
-from helpers.frame_replay import FrameReplay
 from helpers.learner_functions import SOLUTION_NAMES
-from helpers.loop import gradient_step, learner_threads, make_optimizer
-from helpers.losses import make_loss
-from helpers.models import make_model
-from helpers.normalization import compute_norm_constants, make_normalizer
-from helpers.replay import scratch_dir
+from helpers.normalization import compute_norm_constants
 from helpers.run.folder import LOG_FILE, RUN_FILE, read_json
 from helpers.run.logs import read_log
 
@@ -38,171 +35,10 @@ BENCH_FRAMES = 1_024  # frames of each benchmark training run at the tutorial's 
 RECIPE_FRAMES = 4_096  # ... and with the course's recipe, which runs several times faster
 # Benchmark runs measure the loop: one short evaluation at each end, no final evaluation.
 BENCH_EVAL = dict(eval_every=1_000_000, eval_episodes=1, final_episodes=0)
-FULL_BUFFER = config_for_mode("full").buffer_size
 # The learner's functions that notebooks 04 and 05 train with, by target (notebook 05 trains
 # with your lambda_returns and the course's gradient step and loop body): bench times the
 # recipe with the notebooks' solutions of those exercises against the course's own functions.
 YOURS = {"td0": ("td0_target", "gradient_step", "loop_body"), "td-lambda": ("lambda_returns",)}
-
-
-def steps_per_second(env, steps: int, repeats: int) -> float:
-    """Median random-action steps/s over `repeats` rollouts of `steps` steps (after a warm-up).
-
-    The actions come from a policy, as in a collector, not from `env.rand_action` (which a
-    TransformedEnv routes through its transforms: a cost the training loop never pays).
-    """
-    policy = RandomPolicy(env.action_spec)
-    env.rollout(10, policy, break_when_any_done=False)
-    rates = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        env.rollout(steps, policy, break_when_any_done=False)
-        rates.append(steps / (time.perf_counter() - start))
-    return statistics.median(rates)
-
-
-def env_rates(obs_norm: dict, steps: int = 300, repeats: int = 3) -> dict:
-    """Raw pixel env vs the transformed env, uint8 (the course's) and float32 (the tutorial's) pipeline; random actions, one
-    torch thread, as in a collector's process (torchrl gives each one thread)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    envs = {
-        "raw": make_base_env(),
-        "uint8": make_env(obs_norm=obs_norm),
-        "float32": make_env(obs_norm=obs_norm, pipeline="float32"),
-    }
-    try:
-        rates = {name: steps_per_second(env, steps, repeats) for name, env in envs.items()}
-    finally:
-        for env in envs.values():
-            env.close()
-        torch.set_num_threads(threads)
-    return {
-        "raw_steps_per_s": rates["raw"],
-        "transformed_steps_per_s": rates["uint8"],
-        "ratio": rates["uint8"] / rates["raw"],
-        "float32_steps_per_s": rates["float32"],
-        "float32_ratio": rates["float32"] / rates["raw"],
-    }
-
-
-def numbered_rollout(env, steps: int, policy=None):
-    """`steps` steps of `env` (random actions without `policy`), episodes numbered as a
-    collector's trajectory ids would be, ready for `FrameReplay.extend`."""
-    rollout = env.rollout(steps, policy, break_when_any_done=False)
-    done = rollout["next", "done"].squeeze(-1).long()
-    rollout["collector", "traj_ids"] = torch.cumsum(done, 0) - done
-    return rollout
-
-
-def bytes_per_frame(obs_norm: dict, capacity: int = 1_000, steps: int = 1_500) -> dict:
-    """Replay storage per stored step: the tutorial's (every key of a collected step, float32
-    stacks) against the course's compact memory, filled by random play until it wraps."""
-    env = make_env(obs_norm=obs_norm, pipeline="float32", seed=0)
-    model = make_model(env, config_for_mode("smoke"))
-    batch = env.rollout(8, model.policy_explore, break_when_any_done=False)
-    env.close()
-    tutorial_keys = batch.exclude("step_count", ("next", "step_count"))  # it had no counter
-    naive = sum(v[0].numel() * v.element_size() for v in tutorial_keys.values(True, True))
-    env = make_env(obs_norm=obs_norm, seed=0)
-    with tempfile.TemporaryDirectory(prefix="dqn-bench-") as tmp, scratch_dir(tmp) as scratch:
-        replay = FrameReplay(capacity, 32, make_normalizer(obs_norm), scratch)
-        rollout = numbered_rollout(env, steps)
-        for row in rollout.split(100):  # batches of 100 steps, episodes crossing them
-            replay.extend(row)
-        per_slot, per_step = replay.nbytes() / capacity, replay.bytes_per_step()
-        episode = replay.steps_written / (replay.written - replay.steps_written)
-    env.close()
-    return {
-        "naive_bytes_per_frame": naive,
-        "compact_bytes_per_slot": per_slot,
-        "compact_bytes_per_frame": per_step,
-        "random_episode_length": episode,
-        "full_buffer_compact_mb": FULL_BUFFER * per_slot / 1e6,
-        "full_buffer_naive_mb": FULL_BUFFER * naive / 1e6,
-    }
-
-
-def optimisation_rate(obs_norm: dict, config: Config, steps: int = 10) -> float:
-    """Median samples/s of gradient steps alone (loss, backward, clip, Adam, target update)."""
-    env = make_env(obs_norm=obs_norm)
-    model = make_model(env, config)
-    env.close()
-    loss_module, updater = make_loss(model.actor, config, "td0")
-    optim = make_optimizer(loss_module, config, torch.device("cpu"))
-    n = config.batch_size
-    flags = torch.zeros(n, 1, dtype=torch.bool)
-    batch = TensorDict(
-        {
-            "pixels": torch.randn(n, 4, 64, 64),
-            "action": torch.nn.functional.one_hot(torch.randint(2, (n,)), 2),
-            "next": {
-                "pixels": torch.randn(n, 4, 64, 64),
-                "reward": torch.ones(n, 1),
-                "done": flags,
-                "terminated": flags,
-            },
-        },
-        [n],
-    )
-
-    def step() -> None:
-        gradient_step(loss_module, optim, updater, batch.clone(), config.max_grad_norm)
-
-    for _ in range(3):
-        step()
-    rates = []
-    for _ in range(3):
-        start = time.perf_counter()
-        for _ in range(steps):
-            step()
-        rates.append(steps * n / (time.perf_counter() - start))
-    return statistics.median(rates)
-
-
-def learner_times(obs_norm: dict, config: Config, steps: int = 20) -> dict:
-    """Where a TD(lambda) gradient step's time goes, with the learner's threads: drawing and
-    normalizing a sample of chunks from a compact memory of random play, then the step itself
-    (loss, backward, clip, Adam, target update). Milliseconds, medians of 3 rounds."""
-    env = make_env(obs_norm=obs_norm, seed=0)
-    model = make_model(env, config)
-    rollout = numbered_rollout(env, 1_600, model.policy_explore)
-    env.close()
-    loss_module, updater = make_loss(model.actor, config, "td-lambda")
-    optim = make_optimizer(loss_module, config, torch.device("cpu"))
-    threads = torch.get_num_threads()
-    torch.set_num_threads(learner_threads())
-    try:
-        with tempfile.TemporaryDirectory(prefix="dqn-bench-") as tmp, scratch_dir(tmp) as scratch:
-            replay = FrameReplay(
-                2_000, config.batch_size, make_normalizer(obs_norm), scratch, config.chunk_length
-            )
-            for row in rollout.split(2 * config.chunk_length):
-                replay.extend(row)
-            samples = [replay.sample() for _ in range(steps)]
-
-            def step() -> None:
-                for s in samples:
-                    gradient_step(loss_module, optim, updater, s.clone(), config.max_grad_norm)
-
-            return {
-                "sample_ms": _median_ms(lambda: [replay.sample() for _ in range(steps)]) / steps,
-                "step_ms": _median_ms(step) / steps,
-                "threads": torch.get_num_threads(),
-            }
-    finally:
-        torch.set_num_threads(threads)
-
-
-def _median_ms(work, repeats: int = 3) -> float:
-    """Median wall milliseconds of `work()` over `repeats` calls, after one to warm up."""
-    work()
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        work()
-        times.append(1_000 * (time.perf_counter() - start))
-    return statistics.median(times)
 
 
 def training_rate(config: Config, target: str, name: str, yours: tuple[str, ...] = ()) -> dict:

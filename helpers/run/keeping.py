@@ -112,3 +112,19 @@ class RunKeeping:
         if self.log.rows:
             title = f"{self.run['target']} ({self.run['mode']} mode)"
             plt.close(plot_training(self.log.rows, title, path / CURVES_FILE))
+
+
+def batch_row(data, counters: dict) -> dict:
+    """A log row's facts about a collected batch: its counters, and the greedy Q-value of its
+    states, computed by the collecting policy (free, where a replay sample would cost a
+    forward pass), and the length of the training episodes it ended."""
+    ended = data["next", "done"].squeeze(-1)
+    row = {
+        "batch": counters["batches"],
+        "frames": counters["frames"] + data.numel(),
+        "trajectories": counters["trajectories"] + int(ended.sum()),
+        "value": float(data["chosen_action_value"].mean()),
+    }
+    if ended.any() and ("next", "step_count") in data.keys(True):
+        row["train_episode_length"] = float(data["next", "step_count"][ended].float().mean())
+    return row
