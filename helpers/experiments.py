@@ -211,7 +211,7 @@ def plot_all_ablations(root: str | Path = ABLATIONS_DIR) -> Figure:
     return fig
 
 
-def changed_settings(run: dict) -> dict:
+def changes_from_recipe(run: dict) -> dict:
     """What a run (`run` as in run.json: its "mode" and "config") changed in its mode's recipe,
     setting by setting; settings of how the work runs (SYSTEM_FIELDS) do not count."""
     fields = Config.__dataclass_fields__
@@ -223,17 +223,17 @@ def changed_settings(run: dict) -> dict:
 def ablation_of(run: dict) -> str | None:
     """The ablation a run is (`run` as in run.json), or None for the recipe or any other
     change."""
-    changes = changed_settings(run)
+    changes = changes_from_recipe(run)
     for name in ABLATIONS:
         ablated = {"mode": run["mode"], "config": ablation_config(name, run["mode"]).to_dict()}
-        if changes == changed_settings(ablated):
+        if changes == changes_from_recipe(ablated):
             return name
     return None
 
 
 def _pool_group(run: dict) -> str:
     """The panel of `pool_runs` a run goes in: its ablation, "recipe", or "other"."""
-    return ablation_of(run) or ("recipe" if not changed_settings(run) else "other")
+    return ablation_of(run) or ("recipe" if not changes_from_recipe(run) else "other")
 
 
 def pool_runs(folder: str | Path, path: str | Path | None = None) -> Figure:

@@ -150,7 +150,7 @@ class RunFolder:
                     f"pipeline; cannot resume it as {asked[0]} in {asked[1]} mode with the "
                     f"{asked[2]} pipeline."
                 )
-            changed = changed_settings(state["config"], run["config"])
+            changed = settings_resume_would_change(state["config"], run["config"])
             if changed:
                 raise RunFolderError(
                     f"--resume goes on with the settings {self.path} was trained with, and these "
@@ -278,7 +278,7 @@ def saved_buffer_size(folder: str | Path, default: int) -> int:
     return size if isinstance(size, int) and size > 0 else default
 
 
-def changed_settings(saved: dict, asked: dict) -> list[str]:
+def settings_resume_would_change(saved: dict, asked: dict) -> list[str]:
     """The settings `asked` (as run.json holds them) that differ from a checkpoint's `saved` ones,
     besides total_frames (the one a resumed run may change): "name saved -> asked"."""
     return [
