@@ -8,6 +8,10 @@ run's first checkpoint nothing that was there before is lost: `--overwrite` sets
 aside in `previous.pending/` and makes it `previous/` only when the new run's first checkpoint
 is on disk; a run that fails (or is killed) before that point gives the folder back as it found
 it, at the latest when the next run starts there.
+
+Why the course's own code: `torchrl.checkpoint` publishes a checkpoint atomically and rotates
+old ones, but it neither locks a folder against a second run nor tells the files a run wrote
+from a learner's own, and so cannot promise never to delete what it did not write.
 """
 
 from __future__ import annotations

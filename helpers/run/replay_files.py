@@ -9,6 +9,10 @@ checkpoint's `written` on, where the resumed run writes again, and they overwrot
 frames, which the high-water marks (`marks`) tell the memory no longer to count as held
 (`FrameReplay.lowest`). Steps still waiting for their next frame at the checkpoint never get
 it (the resumed run's collectors start new episodes): they are closed.
+
+Why the course's own code: `torchrl.checkpoint` saves a replay buffer by dumping a copy of it
+at each checkpoint, which for a memory of 100,000 frames is hundreds of megabytes written every
+`eval_every` frames; here the files are the memory, and a checkpoint stores only counters.
 """
 
 from __future__ import annotations
