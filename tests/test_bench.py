@@ -6,8 +6,9 @@ import sys
 import pytest
 
 from helpers.commands.bench import YOURS, format_bench, training_rate
-from helpers.commands.bench_pieces import bytes_per_frame
+from helpers.commands.bench_pieces import bytes_per_frame, your_step_times
 from helpers.config import config_for_mode
+from helpers.learner_functions import notebook_solution
 
 pytestmark = pytest.mark.slow  # left out of the quick lane (make check)
 
@@ -75,6 +76,7 @@ def test_format_bench_names_the_machine():
             "td0": {"course": {"frames_per_s": 200.0}, "yours": {"frames_per_s": 190.0}},
             "td-lambda": {"course": {"frames_per_s": 180.0}, "yours": {"frames_per_s": 144.0}},
         },
+        "your_step_ms": {"td0": {"course": 45.0, "yours": 50.0}},
     }
     text = format_bench(result)
     assert "test machine" in text and "1.25x / 3.75x" in text and "80% of raw" in text
@@ -89,6 +91,25 @@ def test_format_bench_names_the_machine():
         "td-lambda: with the notebook's own lambda_returns / the course's | 144.0 / 180.0 (80%)"
         in text
     )
+    assert (
+        "td0 gradient step alone, the two taking turns: with the notebook's own "
+        "double_dqn_target, gradient_step_by_hand / the course's | 50.0 ms / 45.0 ms (90%)" in text
+    )
+
+
+def test_the_step_timing_takes_turns_with_the_function_it_was_given(obs_norm):
+    """your_step_times really steps with the learner's function: each of its 10 samples a round,
+    and once more each to warm up."""
+    calls = []
+
+    def counted_target(*args):
+        calls.append(1)
+        return notebook_solution("td0_target")(*args)
+
+    config = config_for_mode("smoke")
+    times = your_step_times(obs_norm, config, {"td0": {"td0_target": counted_target}}, rounds=2)
+    assert len(calls) == 2 * 2 * 10
+    assert set(times) == {"td0"} and all(ms > 0 for ms in times["td0"].values())
 
 
 @pytest.mark.slow

@@ -24,9 +24,10 @@ from helpers.commands.bench_pieces import (
     env_rates,
     learner_times,
     optimisation_rate,
+    your_step_times,
 )
 from helpers.config import SYSTEM_FIELDS, TUTORIAL, Config, config_for_mode
-from helpers.learner_functions import SOLUTION_NAMES
+from helpers.learner_functions import SOLUTION_NAMES, notebook_solution
 from helpers.normalization import compute_norm_constants
 from helpers.run.folder import LOG_FILE, RUN_FILE, read_json
 from helpers.run.logs import read_log
@@ -110,6 +111,12 @@ def run_bench(repeats: int = 1) -> dict:
         "optimisation_samples_per_s": optimisation_rate(obs_norm, course),
         "recipe_optimisation_samples_per_s": optimisation_rate(obs_norm, recipe),
         "learner": learner_times(obs_norm, recipe),
+        # A gradient step with the notebooks' own target and step, against the course's, in turns.
+        "your_step_ms": your_step_times(
+            obs_norm,
+            recipe,
+            {t: {r: notebook_solution(r) for r in YOURS[t] if r != "loop_body"} for t in YOURS},
+        ),
         "training": {name: _median_run(config, name, repeats) for name, config in configs},
     }
     # The recipe's TD(lambda) run above is the course's own side of that comparison.
@@ -214,6 +221,15 @@ def format_bench(result: dict) -> str:
                 f"({runs['yours']['frames_per_s'] / runs['course']['frames_per_s']:.0%})",
             )
             for target, runs in result["yours"].items()
+        ),
+        *(
+            (
+                f"a {target} gradient step alone, the two taking turns: with the notebook's own "
+                f"{', '.join(SOLUTION_NAMES[r] for r in YOURS[target] if r != 'loop_body')} "
+                "/ the course's",
+                f"{ms['yours']:.1f} ms / {ms['course']:.1f} ms ({ms['course'] / ms['yours']:.0%})",
+            )
+            for target, ms in result.get("your_step_ms", {}).items()
         ),
         (
             "peak memory, recipe / course's pipeline / tutorial",

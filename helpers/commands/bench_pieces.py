@@ -3,6 +3,7 @@ loop alone: environment steps, replay bytes per step, gradient steps and drawing
 
 from __future__ import annotations
 
+import copy
 import statistics
 import tempfile
 import time
@@ -14,6 +15,7 @@ from torchrl.envs.utils import RandomPolicy
 from helpers.config import Config, config_for_mode
 from helpers.envs import make_base_env, make_env
 from helpers.frame_replay import FrameReplay
+from helpers.learner_functions import use_your_target
 from helpers.loop import gradient_step, learner_threads, make_optimizer
 from helpers.losses import make_loss
 from helpers.models import make_model
@@ -182,3 +184,51 @@ def _median_ms(work, repeats: int = 3) -> float:
         work()
         times.append(1_000 * (time.perf_counter() - start))
     return statistics.median(times)
+
+
+def your_step_times(obs_norm: dict, config: Config, yours: dict, rounds: int = 5) -> dict:
+    """A gradient step's milliseconds with the notebooks' own functions against the course's,
+    for each target in `yours` (target -> {role: function}), on the same samples of random
+    play and on the learner's threads. The two take turns, round after round, so that whatever
+    else the machine does weighs on both alike; medians over `rounds`. The function behind each
+    role (`helpers.learner_functions.ROLES`) is used as `train` uses it."""
+    env = make_env(obs_norm=obs_norm, seed=0)
+    model = make_model(env, config)
+    rollout = numbered_rollout(env, 1_600, model.policy_explore)
+    env.close()
+    threads = torch.get_num_threads()
+    torch.set_num_threads(learner_threads())
+    result = {}
+    try:
+        for target, functions in yours.items():
+            steps = {
+                "course": _step_function(model.actor, config, target, {}),
+                "yours": _step_function(model.actor, config, target, functions),
+            }
+            chunks = None if target == "td0" else config.chunk_length
+            with tempfile.TemporaryDirectory(prefix="dqn-bench-") as tmp, scratch_dir(tmp) as d:
+                replay = FrameReplay(2_000, config.batch_size, make_normalizer(obs_norm), d, chunks)
+                for row in rollout.split(2 * config.chunk_length):
+                    replay.extend(row)
+                samples = [replay.sample() for _ in range(10)]
+                times = {name: [] for name in steps}
+                for _ in range(rounds):
+                    for name, step in steps.items():
+                        work = lambda step=step, samples=samples: [step(s.clone()) for s in samples]  # noqa: E731
+                        times[name].append(_median_ms(work, 1) / len(samples))
+            result[target] = {name: statistics.median(t) for name, t in times.items()}
+    finally:
+        torch.set_num_threads(threads)
+    return result
+
+
+def _step_function(actor, config: Config, target: str, yours: dict):
+    """One gradient step on a sample, as `train` takes it with `yours` (role -> function) in
+    place of the course's target and gradient step, on a copy of `actor`'s network."""
+    loss_module, updater = make_loss(copy.deepcopy(actor), config, target)
+    your_target = yours.get("td0_target" if target == "td0" else "lambda_returns")
+    if your_target is not None:
+        use_your_target(loss_module, target, config, your_target)
+    optim = make_optimizer(loss_module, config, torch.device("cpu"))
+    step = yours.get("gradient_step", gradient_step)
+    return lambda sample: step(loss_module, optim, updater, sample, config.max_grad_norm)
