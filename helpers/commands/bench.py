@@ -58,7 +58,8 @@ def training_rate(config: Config, target: str, name: str, yours: tuple[str, ...]
             "          live_plot=False, yours=yours)\n"
         )
         args = [json.dumps(config.to_dict()), str(out), json.dumps(list(yours))]
-        proc = subprocess.Popen([sys.executable, "-c", code, *args])
+        # (its output would mix into `bench --json`'s)
+        proc = subprocess.Popen([sys.executable, "-c", code, *args], stdout=subprocess.DEVNULL)
         peak = _peak_memory(proc)
         if proc.returncode:
             raise RuntimeError(f"benchmark run {name} failed with exit code {proc.returncode}")
@@ -119,16 +120,9 @@ def run_bench(repeats: int = 1) -> dict:
         ),
         "training": {name: _median_run(config, name, repeats) for name, config in configs},
     }
-    # The recipe's TD(lambda) run above is the course's own side of that comparison.
-    course_runs = {"td-lambda": result["training"]["recipe"]}
-    course_runs["td0"] = _median_run(recipe, "recipe", repeats, "td0")
-    result["yours"] = {
-        target: {
-            "course": course_runs[target],
-            "yours": _median_run(recipe, "recipe", repeats, target, YOURS[target]),
-        }
-        for target in YOURS
-    }
+    # The recipe trained with the notebooks' own functions and with the course's, the two runs
+    # taking turns, so that whatever else the machine does weighs on both alike.
+    result["yours"] = {target: _paired_runs(recipe, repeats, target) for target in YOURS}
     training = result["training"]
     training["speedup"] = training["course"]["frames_per_s"] / training["tutorial"]["frames_per_s"]
     training["recipe_speedup"] = (
@@ -148,14 +142,27 @@ def run_bench(repeats: int = 1) -> dict:
     return result
 
 
-def _median_run(
-    config: Config, name: str, repeats: int, target: str = "", yours: tuple[str, ...] = ()
-) -> dict:
-    """The run with the median frames/s of `repeats` training runs (by default the recipe's
-    target is TD(lambda), the tutorial's TD(0))."""
-    target = target or ("td-lambda" if name == "recipe" else "td0")
-    runs = sorted((training_rate(config, target, name, yours) for _ in range(repeats)), key=_rate)
+def _median_run(config: Config, name: str, repeats: int) -> dict:
+    """The run with the median frames/s of `repeats` training runs (the recipe's target is
+    TD(lambda), the tutorial's TD(0))."""
+    target = "td-lambda" if name == "recipe" else "td0"
+    runs = sorted((training_rate(config, target, name) for _ in range(repeats)), key=_rate)
     return {**runs[len(runs) // 2], "runs_frames_per_s": [_rate(r) for r in runs]}
+
+
+def _paired_runs(config: Config, repeats: int, target: str) -> dict:
+    """`repeats` runs of `target` with the course's functions and as many with the notebooks'
+    solutions (`YOURS[target]`), in turns; the median run of each, as `_median_run` reports it."""
+    runs = {"course": [], "yours": []}
+    for _ in range(repeats):
+        runs["course"].append(training_rate(config, target, "recipe"))
+        runs["yours"].append(training_rate(config, target, "recipe", YOURS[target]))
+    result = {}
+    for side, side_runs in runs.items():
+        side_runs.sort(key=_rate)
+        rates = [_rate(r) for r in side_runs]
+        result[side] = {**side_runs[len(side_runs) // 2], "runs_frames_per_s": rates}
+    return result
 
 
 def _rate(run: dict) -> float:
