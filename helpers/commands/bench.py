@@ -146,23 +146,23 @@ def _median_run(config: Config, name: str, repeats: int) -> dict:
     """The run with the median frames/s of `repeats` training runs (the recipe's target is
     TD(lambda), the tutorial's TD(0))."""
     target = "td-lambda" if name == "recipe" else "td0"
-    runs = sorted((training_rate(config, target, name) for _ in range(repeats)), key=_rate)
-    return {**runs[len(runs) // 2], "runs_frames_per_s": [_rate(r) for r in runs]}
+    return _median_of([training_rate(config, target, name) for _ in range(repeats)])
 
 
 def _paired_runs(config: Config, repeats: int, target: str) -> dict:
     """`repeats` runs of `target` with the course's functions and as many with the notebooks'
-    solutions (`YOURS[target]`), in turns; the median run of each, as `_median_run` reports it."""
+    solutions (`YOURS[target]`), in turns; the median run of each (`_median_of`)."""
     runs = {"course": [], "yours": []}
     for _ in range(repeats):
         runs["course"].append(training_rate(config, target, "recipe"))
         runs["yours"].append(training_rate(config, target, "recipe", YOURS[target]))
-    result = {}
-    for side, side_runs in runs.items():
-        side_runs.sort(key=_rate)
-        rates = [_rate(r) for r in side_runs]
-        result[side] = {**side_runs[len(side_runs) // 2], "runs_frames_per_s": rates}
-    return result
+    return {side: _median_of(side_runs) for side, side_runs in runs.items()}
+
+
+def _median_of(runs: list[dict]) -> dict:
+    """The run with the median frames/s, with every run's frames/s beside it."""
+    runs = sorted(runs, key=_rate)
+    return {**runs[len(runs) // 2], "runs_frames_per_s": [_rate(r) for r in runs]}
 
 
 def _rate(run: dict) -> float:

@@ -3,10 +3,12 @@ loop alone: environment steps, replay bytes per step, gradient steps and drawing
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import statistics
 import tempfile
 import time
+from collections.abc import Iterator
 
 import torch
 from tensordict import TensorDict
@@ -145,34 +147,15 @@ def learner_times(obs_norm: dict, config: Config, steps: int = 20) -> dict:
     """Where a TD(lambda) gradient step's time goes, with the learner's threads: drawing and
     normalizing a sample of chunks from a compact memory of random play, then the step itself
     (loss, backward, clip, Adam, target update). Milliseconds, medians of 3 rounds."""
-    env = make_env(obs_norm=obs_norm, seed=0)
-    model = make_model(env, config)
-    rollout = numbered_rollout(env, 1_600, model.policy_explore)
-    env.close()
-    loss_module, updater = make_loss(model.actor, config, "td-lambda")
-    optim = make_optimizer(loss_module, config, torch.device("cpu"))
-    threads = torch.get_num_threads()
-    torch.set_num_threads(learner_threads())
-    try:
-        with tempfile.TemporaryDirectory(prefix="dqn-bench-") as tmp, scratch_dir(tmp) as scratch:
-            replay = FrameReplay(
-                2_000, config.batch_size, make_normalizer(obs_norm), scratch, config.chunk_length
-            )
-            for row in rollout.split(2 * config.chunk_length):
-                replay.extend(row)
-            samples = [replay.sample() for _ in range(steps)]
-
-            def step() -> None:
-                for s in samples:
-                    gradient_step(loss_module, optim, updater, s.clone(), config.max_grad_norm)
-
-            return {
-                "sample_ms": _median_ms(lambda: [replay.sample() for _ in range(steps)]) / steps,
-                "step_ms": _median_ms(step) / steps,
-                "threads": torch.get_num_threads(),
-            }
-    finally:
-        torch.set_num_threads(threads)
+    model, rollout = _random_play(obs_norm, config)
+    step = _step_function(model.actor, config, "td-lambda", {})
+    with _learner_threads(), _filled_memory(obs_norm, config, rollout, "td-lambda") as replay:
+        samples = [replay.sample() for _ in range(steps)]
+        return {
+            "sample_ms": _median_ms(lambda: [replay.sample() for _ in range(steps)]) / steps,
+            "step_ms": _median_ms(lambda: [step(s.clone()) for s in samples]) / steps,
+            "threads": torch.get_num_threads(),
+        }
 
 
 def _median_ms(work, repeats: int = 3) -> float:
@@ -192,34 +175,55 @@ def your_step_times(obs_norm: dict, config: Config, yours: dict, rounds: int = 5
     play and on the learner's threads. The two take turns, round after round, so that whatever
     else the machine does weighs on both alike; medians over `rounds`. The function behind each
     role (`helpers.learner_functions.ROLES`) is used as `train` uses it."""
+    model, rollout = _random_play(obs_norm, config)
+    result = {}
+    for target, functions in yours.items():
+        steps = {
+            "course": _step_function(model.actor, config, target, {}),
+            "yours": _step_function(model.actor, config, target, functions),
+        }
+        with _learner_threads(), _filled_memory(obs_norm, config, rollout, target) as replay:
+            samples = [replay.sample() for _ in range(10)]
+            times = {name: [] for name in steps}
+            for _ in range(rounds):
+                for name, step in steps.items():
+                    work = lambda step=step, samples=samples: [step(s.clone()) for s in samples]  # noqa: E731
+                    times[name].append(_median_ms(work, 1) / len(samples))
+        result[target] = {name: statistics.median(t) for name, t in times.items()}
+    return result
+
+
+def _random_play(obs_norm: dict, config: Config) -> tuple:
+    """A fresh model of `config` and 1,600 steps it played exploring, numbered as a collector
+    numbers its trajectories (what the gradient-step timings draw their samples from)."""
     env = make_env(obs_norm=obs_norm, seed=0)
     model = make_model(env, config)
     rollout = numbered_rollout(env, 1_600, model.policy_explore)
     env.close()
+    return model, rollout
+
+
+@contextlib.contextmanager
+def _learner_threads() -> Iterator[None]:
+    """Torch's threads set as `train`'s learner has them, for the block."""
     threads = torch.get_num_threads()
     torch.set_num_threads(learner_threads())
-    result = {}
     try:
-        for target, functions in yours.items():
-            steps = {
-                "course": _step_function(model.actor, config, target, {}),
-                "yours": _step_function(model.actor, config, target, functions),
-            }
-            chunks = None if target == "td0" else config.chunk_length
-            with tempfile.TemporaryDirectory(prefix="dqn-bench-") as tmp, scratch_dir(tmp) as d:
-                replay = FrameReplay(2_000, config.batch_size, make_normalizer(obs_norm), d, chunks)
-                for row in rollout.split(2 * config.chunk_length):
-                    replay.extend(row)
-                samples = [replay.sample() for _ in range(10)]
-                times = {name: [] for name in steps}
-                for _ in range(rounds):
-                    for name, step in steps.items():
-                        work = lambda step=step, samples=samples: [step(s.clone()) for s in samples]  # noqa: E731
-                        times[name].append(_median_ms(work, 1) / len(samples))
-            result[target] = {name: statistics.median(t) for name, t in times.items()}
+        yield
     finally:
         torch.set_num_threads(threads)
-    return result
+
+
+@contextlib.contextmanager
+def _filled_memory(obs_norm: dict, config: Config, rollout, target: str) -> Iterator[FrameReplay]:
+    """A compact memory in a temporary folder, sampling as `target`'s training does, holding
+    `rollout` stored in collected rows of two chunks."""
+    chunks = None if target == "td0" else config.chunk_length
+    with tempfile.TemporaryDirectory(prefix="dqn-bench-") as tmp, scratch_dir(tmp) as scratch:
+        replay = FrameReplay(2_000, config.batch_size, make_normalizer(obs_norm), scratch, chunks)
+        for row in rollout.split(2 * config.chunk_length):
+            replay.extend(row)
+        yield replay
 
 
 def _step_function(actor, config: Config, target: str, yours: dict):
