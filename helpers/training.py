@@ -202,14 +202,14 @@ def _train(
     if state is not None:
         folder.resuming(run)
 
+    replay = open_replay(config, target, run_dir / REPLAY_DIR, obs_norm, saved_replay)
     learner = dict(loss_module=loss_module, optim=optim, obs_norm=obs_norm, egreedy=model.egreedy)
-    keeping = RunKeeping(folder, run, state, config, learner, counters, best, live_plot, progress)
+    keeping = RunKeeping(
+        folder, run, state, config, learner, replay, counters, best, live_plot, progress
+    )
     workers_before = {p.pid for p in worker_processes()}
     finished = False
     collector = evaluator = None
-    replay = keeping.replay = open_replay(
-        config, target, run_dir / REPLAY_DIR, obs_norm, saved_replay
-    )
     stored = config.init_random_frames if len(replay) else 0  # (a resumed run's memory)
     threads = torch.get_num_threads()
     torch.set_num_threads(learner_threads())

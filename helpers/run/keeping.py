@@ -33,15 +33,16 @@ class RunKeeping:
         state: dict | None,
         config: Config,
         learner: dict,  # loss_module, optim, obs_norm, egreedy: what a checkpoint saves
+        replay,  # the run's replay memory (FrameReplay or NaiveReplay), whose state it saves too
         counters: dict,
         best: dict,
         live_plot: bool | None,
         progress: bool,
     ) -> None:
         self.folder, self.run, self.config, self.learner = folder, run, config, learner
+        self.replay = replay
         self.counters, self.best = counters, best
         self.first_batches = state["batches"] if state is not None else 0
-        self.replay = None  # the replay memory, once the loop has opened it
         # A resumed run's log goes on from its checkpoint: rows written after it are dropped.
         self.log = CsvLog(folder.path / LOG_FILE, keep=counters["batches"] if state else 0)
         self.live = LiveCurve() if (in_notebook() if live_plot is None else live_plot) else None
@@ -107,7 +108,7 @@ class RunKeeping:
         path = self.folder.path
         if self.counters["batches"] > self.first_batches:
             self.checkpoint(finished)
-        if finished or self.replay is None or self.replay.state_dict() is None:
+        if finished or self.replay.state_dict() is None:
             remove_replay(path / REPLAY_DIR)  # kept only for a run to resume
         if self.log.rows:
             title = f"{self.run['target']} ({self.run['mode']} mode)"
