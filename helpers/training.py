@@ -115,6 +115,9 @@ def train(
     checkpoint is also saved every `eval_every` frames and when an evaluation (played beside the
     training, see helpers.run.evaluator) comes back, so a run killed outright keeps its last one.
     One run at a time uses a folder (a lock); see `helpers.run.folder.RunFolder`.
+
+    A run ends before `total_frames` once an agent has played every evaluation episode to
+    `eval_max_steps`: that agent is the one the run keeps, whatever more training would do.
     """
     if getattr(multiprocessing.current_process(), "_inheriting", False):
         raise RuntimeError(  # a spawned worker importing a script that calls train() at top level
@@ -187,7 +190,8 @@ def _train(
             state, model.actor, loss_module, optim, model.egreedy, str(run_dir)
         )
     remaining = config.total_frames - counters["frames"]
-    if remaining < config.frames_per_batch:
+    perfect = best["eval"] >= config.eval_max_steps  # (see the loop's end: training stops there)
+    if remaining < config.frames_per_batch or (perfect and not state["interrupted"]):
         if not state["interrupted"] and not (run_dir / EVALUATION_FILE).exists():
             # stopped during its final evaluation: do that, and only that
             if best["params"] is not None:
@@ -195,6 +199,11 @@ def _train(
             final_eval = final_evaluation(run_dir, config, progress)
             rows = read_log(run_dir / LOG_FILE)
             return TrainResult(run_dir, rows, counters["frames"], False, model.actor, final_eval)
+        if remaining >= config.frames_per_batch:
+            raise ValueError(
+                f"{run_dir} is finished: its agent played every evaluation episode to "
+                f"{config.eval_max_steps} steps, so training further cannot change it."
+            )
         raise ValueError(
             f"{run_dir} already holds {counters['frames']} of {config.total_frames} frames; "
             "raise total_frames (--frames) to train further."
@@ -257,7 +266,9 @@ def _train(
                     keeping.after_batch(
                         evaluations.best, data.numel(), (due or arrived) and not last, arrived
                     )
-                if stop.requested:
+                # An agent that played every evaluation episode to the step limit is the one
+                # the run keeps, whatever follows: no later snapshot is evaluated, so stop here.
+                if stop.requested or evaluations.perfect:
                     break
             finished = not stop.requested
         except KeyboardInterrupt:
@@ -280,6 +291,12 @@ def _train(
             stop_workers(keep=workers_before, timeout=0 if stop.worker_died else 10)
             keeping.finish(finished)
     best, counters = keeping.best, keeping.counters
+    if finished and counters["frames"] < config.total_frames:
+        print(
+            f"Stopped after {counters['frames']:,} of {config.total_frames:,} frames: the agent "
+            f"at {best['frames']:,} frames played all {config.eval_episodes} evaluation episodes "
+            f"to {config.eval_max_steps} steps, and no later agent could replace it."
+        )
     if best["params"] is not None:
         load_params_into(model.actor, best["params"], str(run_dir))
     final_eval = None

@@ -432,3 +432,26 @@ def test_overwrite_keeps_the_replaced_run_in_previous(td0_run, tmp_path):
     assert (copy / "previous" / "log.csv").read_text() == old_log
     assert (copy / "previous" / "checkpoint.pt").exists()
     assert read_log(copy / "log.csv")[-1]["frames"] == 64
+
+
+def test_a_run_stops_once_an_agent_plays_every_evaluation_episode_to_the_limit(tmp_path):
+    # With episodes cut at 5 steps every agent is perfect: the first evaluation (of the
+    # agent at the first batch) ends the run, long before its frames are collected.
+    out = tmp_path / "run"
+    args = ["--target", "td0", "--mode", "smoke", "--frames", "4096", "--out", str(out)]
+    result = cli("train", *args, "--set", "eval_max_steps=5")
+    assert result.returncode == 0, result.stderr[-2000:]
+    rows = read_log(out / "log.csv")
+    assert rows[0]["eval_mean"] == 5.0
+    assert 32 <= rows[-1]["frames"] < 4096
+    assert "Stopped after" in result.stdout and "could replace it" in result.stdout
+    checkpoint = torch.load(out / "checkpoint.pt", weights_only=False)
+    assert checkpoint["interrupted"] is False and checkpoint["best_frames"] == 32
+    assert checkpoint["frames"] == rows[-1]["frames"]
+    assert json.loads((out / "evaluation.json").read_text())["max"] == 5
+    assert not (out / "replay").exists()
+    # Resuming it, even with more frames, cannot change its agent: refused, nothing touched.
+    before = contents(out)
+    result = cli("train", *args, "--set", "eval_max_steps=5", "--frames", "8192", "--resume")
+    assert result.returncode == 2 and "is finished" in result.stderr
+    assert contents(out) == before
