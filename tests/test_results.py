@@ -19,6 +19,7 @@ from helpers.results import (
     summary_table,
     your_place,
 )
+from helpers.run.logs import read_log
 
 ROOT = Path(__file__).resolve().parent.parent
 README = ROOT / "README.md"
@@ -163,3 +164,44 @@ def test_the_lever_tables_say_what_their_runs_measured():
             if header.startswith("| candidate"):
                 run = load_run(folder)
                 assert cells[3:5] == [f"{run['frames_to_195']:,}", f"{run['frames_to_490']:,}"]
+
+
+def _table_rows(readme: str, header: str) -> list[list[str]]:
+    """The cells of each row of the markdown table that starts with `header`."""
+    lines = readme.split(header)[1].split("\n\n")[0].splitlines()[2:]
+    return [[c.strip() for c in line.strip("|").split("|")] for line in lines]
+
+
+def test_the_early_stop_and_screening_tables_say_what_their_runs_measured():
+    """results/levers/README.md's tables of the recipe on seeds 11-15 and of the one-seed
+    screening: final means, ranges, crossings, best evaluations and wall minutes are the ones
+    in the runs' folders."""
+    levers = ROOT / "results" / "levers"
+    readme = (levers / "README.md").read_text()
+    rows = _table_rows(readme, "| seed | final mean over 100 test episodes")
+    assert [r[0] for r in rows] == ["11", "12", "13", "14", "15"]
+    for cells in rows:
+        folder = levers / "early-stop" / f"recipe-s{cells[0]}"
+        final = json.loads((folder / "evaluation.json").read_text())
+        assert final["episodes"] == 100
+        assert cells[1] == f"{final['mean']:.1f} ({final['min']}–{final['max']})"
+        run = load_run(folder)
+        for cell, threshold in ((cells[3], 195), (cells[4], 490)):
+            frames, minutes = run[f"frames_to_{threshold}"], run[f"minutes_to_{threshold}"]
+            expected = "not reached" if frames is None else f"{frames:,} ({minutes:.1f})"
+            assert cell == expected, (cells[0], threshold)
+        assert cells[-1] == f"{run['minutes']:.1f}"
+    rows = _table_rows(readme, "| run | change | best by 30,000 |")
+    assert len(rows) == 5
+    for cells in rows:
+        folder = levers / "screening" / cells[0]
+        evaluations = [
+            (row["frames"], row["eval_mean"])
+            for row in read_log(folder / "log.csv")
+            if row["eval_mean"] is not None
+        ]
+        for cell, limit in ((cells[2], 30_000), (cells[3], 40_000)):
+            best = max(mean for frames, mean in evaluations if frames <= limit + 100)
+            assert cell == f"{best:.1f}", (cells[0], limit)
+        first = next(frames for frames, mean in evaluations if mean >= 195)
+        assert cells[4] == f"{int(first):,}", cells[0]
