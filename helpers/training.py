@@ -199,14 +199,12 @@ def _train(
             final_eval = final_evaluation(run_dir, config, progress)
             rows = read_log(run_dir / LOG_FILE)
             return TrainResult(run_dir, rows, counters["frames"], False, model.actor, final_eval)
-        if remaining >= config.frames_per_batch:
-            raise ValueError(
-                f"{run_dir} is finished: its agent played every evaluation episode to "
-                f"{config.eval_max_steps} steps, so training further cannot change it."
-            )
         raise ValueError(
-            f"{run_dir} already holds {counters['frames']} of {config.total_frames} frames; "
-            "raise total_frames (--frames) to train further."
+            f"{run_dir} is finished: its agent played every evaluation episode to "
+            f"{config.eval_max_steps} steps, so training further cannot change it."
+            if remaining >= config.frames_per_batch
+            else f"{run_dir} already holds {counters['frames']} of {config.total_frames} "
+            "frames; raise total_frames (--frames) to train further."
         )
     if state is not None:
         folder.resuming(run)
@@ -291,12 +289,6 @@ def _train(
             stop_workers(keep=workers_before, timeout=0 if stop.worker_died else 10)
             keeping.finish(finished)
     best, counters = keeping.best, keeping.counters
-    if finished and counters["frames"] < config.total_frames:
-        print(
-            f"Stopped after {counters['frames']:,} of {config.total_frames:,} frames: the agent "
-            f"at {best['frames']:,} frames played all {config.eval_episodes} evaluation episodes "
-            f"to {config.eval_max_steps} steps, and no later agent could replace it."
-        )
     if best["params"] is not None:
         load_params_into(model.actor, best["params"], str(run_dir))
     final_eval = None

@@ -104,8 +104,15 @@ class RunKeeping:
 
     def finish(self, finished: bool) -> None:
         """The last checkpoint (none for a start that failed before its first batch), the
-        replay memory's files removed unless the run can resume from them, the curves drawn."""
-        path = self.folder.path
+        replay memory's files removed unless the run can resume from them, the curves drawn;
+        why a finished run stopped short of its frames, if it did."""
+        path, frames, config = self.folder.path, self.counters["frames"], self.config
+        if finished and frames < config.total_frames:  # (a perfect evaluation stopped it)
+            print(
+                f"Stopped after {frames:,} of {config.total_frames:,} frames: the agent at "
+                f"{self.best['frames']:,} frames played all {config.eval_episodes} evaluation "
+                f"episodes to {config.eval_max_steps} steps, and no later agent could replace it."
+            )
         if self.counters["batches"] > self.first_batches:
             self.checkpoint(finished)
         if finished or self.replay.state_dict() is None:
