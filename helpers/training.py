@@ -35,7 +35,7 @@ from helpers.run.checkpoints import (
     load_params_into,
     restore_training,
 )
-from helpers.run.evaluator import Evaluations, Evaluator
+from helpers.run.evaluator import Evaluations, Evaluator, is_perfect
 from helpers.run.folder import (
     EVALUATION_FILE,
     LOG_FILE,
@@ -190,7 +190,7 @@ def _train(
             state, model.actor, loss_module, optim, model.egreedy, str(run_dir)
         )
     remaining = config.total_frames - counters["frames"]
-    perfect = best["eval"] >= config.eval_max_steps  # (see the loop's end: training stops there)
+    perfect = is_perfect(best, config.eval_max_steps)  # (the loop stops there: see its end)
     if remaining < config.frames_per_batch or (perfect and not state["interrupted"]):
         if not state["interrupted"] and not (run_dir / EVALUATION_FILE).exists():
             # stopped during its final evaluation: do that, and only that

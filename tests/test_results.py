@@ -150,10 +150,9 @@ def test_the_lever_tables_say_what_their_runs_measured():
     levers = ROOT / "results" / "levers"
     readme = (levers / "README.md").read_text()
     for header, rows in (("| run | seed |", 7), ("| candidate run | seed |", 6)):
-        lines = readme.split(header)[1].split("\n\n")[0].splitlines()[2:]
-        assert len(lines) == rows
-        for line in lines:
-            cells = [c.strip() for c in line.strip("|").split("|")]
+        table = _table_rows(readme, header)
+        assert len(table) == rows
+        for cells in table:
             name = cells[0].split()[0]
             folder = levers / name if (levers / name).is_dir() else RESULTS_DIR / name
             final = json.loads((folder / "evaluation.json").read_text())

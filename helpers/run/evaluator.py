@@ -98,6 +98,12 @@ class Evaluator:
         self.close()
 
 
+def is_perfect(best: dict, max_steps: int) -> bool:
+    """`best` (a run's kept agent) played every evaluation episode to `max_steps`: no later
+    agent can beat it, so nothing after it is evaluated and the training stops."""
+    return best["eval"] >= max_steps
+
+
 class Evaluations:
     """A run's evaluations: snapshots handed to the `Evaluator`, their results written into
     their rows of the log when they come back, and the best-evaluated agent.
@@ -118,7 +124,7 @@ class Evaluations:
     @property
     def perfect(self) -> bool:
         """The kept agent played every evaluation episode to the step limit."""
-        return self.best["eval"] >= self.max_steps
+        return is_perfect(self.best, self.max_steps)
 
     def add(self, frames: int, snapshot: dict) -> None:
         """Evaluate `snapshot`, the parameters once `frames` frames were collected (the row of
