@@ -6,6 +6,7 @@ from __future__ import annotations
 import functools
 import os
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from torchrl.data import Composite, Unbounded
@@ -46,7 +47,32 @@ def make_base_env(device: str | torch.device | None = None) -> GymEnv:
 
     Module-level (not a lambda) so that worker processes started with "spawn" can import it.
     """
-    return GymEnv(ENV_NAME, from_pixels=True, pixels_only=True, device=device)
+    env = GymEnv(ENV_NAME, from_pixels=True, pixels_only=True, device=device)
+    cartpole = env._env.unwrapped  # (gymnasium's CartPoleEnv, under torchrl's pixel wrapper)
+    cartpole.render = functools.partial(render_frame, cartpole)
+    return env
+
+
+def render_frame(cartpole) -> np.ndarray | None:
+    """What gymnasium's `CartPoleEnv.render()` returns in "rgb_array" mode: the same drawing,
+    the same [400, 600, 3] uint8 frame, copied from pygame's surface row by row.
+
+    gymnasium copies the surface through numpy's transposing copy of `pixels3d`, which takes
+    most of a render's time; pygame's `tobytes` writes the rows in order, in about a third of
+    that (tests/test_envs.py checks the frames are equal; docs/speed-and-memory.md).
+    """
+    import pygame  # (as gymnasium imports it: when the first frame is drawn)
+
+    mode, cartpole.render_mode = cartpole.render_mode, "surface"
+    try:  # (gymnasium's render draws, then returns nothing)
+        type(cartpole).render(cartpole)
+    finally:
+        cartpole.render_mode = mode
+    if cartpole.state is None:
+        return None
+    width, height = cartpole.screen.get_size()
+    rows = np.frombuffer(pygame.image.tobytes(cartpole.screen, "RGB"), np.uint8)
+    return rows.reshape(height, width, 3).copy()  # (writable, as gymnasium's)
 
 
 class Uint8Resize(Resize):

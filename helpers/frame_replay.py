@@ -14,6 +14,7 @@ from torchrl.envs import Transform
 
 from helpers.augmentation import random_shift
 from helpers.envs import FRAME_SIZE, FRAME_STACK, STACK_KEY
+from helpers.losses import FOLLOWS_KEY
 from helpers.run.replay_files import open_ring
 
 NEXT_STACK = ("next", STACK_KEY)
@@ -254,6 +255,10 @@ class FrameReplay:
             },
             batch_size=shape,
         )
+        if pos.ndim == 2 and self.shift == 0:  # chunks: where step t + 1's stack is t's next
+            follows = torch.zeros(shape, dtype=torch.bool)
+            follows[:, :-1] = (frames[:, :-1, 1:] == frames[:, 1:, :-1]).all(-1)
+            out[FOLLOWS_KEY] = follows.unsqueeze(-1)
         return self.transform(out)
 
     def sample(self) -> TensorDict:

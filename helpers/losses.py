@@ -6,13 +6,18 @@ Notebooks 04 and 05 write these targets by hand and check them against the versi
 from __future__ import annotations
 
 import torch
+from tensordict import TensorDict, TensorDictBase
 from torchrl.modules import QValueActor
 from torchrl.objectives import DQNLoss, SoftUpdate, ValueEstimators
+from torchrl.objectives.utils import distance_loss
 from torchrl.objectives.value.functional import vec_td_lambda_return_estimate
 
 from helpers.config import TARGETS, Config
 
 GAMMA_LAMBDA_MIN = 1e-7  # below this torchrl's vectorized TD(lambda) has an empty filter
+# In a sample of chunks [B, T, 1]: step t's next observation is step t + 1's observation (the
+# compact replay memory says so where it is true: helpers.frame_replay).
+FOLLOWS_KEY = "next_follows"
 
 
 def check_target(target: str) -> str:
@@ -54,6 +59,42 @@ def td_lambda_target(
     )
 
 
+class ChunkDQNLoss(DQNLoss):
+    """torchrl's DQNLoss, with one forward pass fewer on chunks of consecutive steps.
+
+    With double DQN, DQNLoss runs the online network on the states, then again on the next
+    states to choose the next actions. In a chunk, step t's next state is step t + 1's state,
+    except where an episode ended: where the sample says so (`FOLLOWS_KEY`), the first pass's
+    values serve, and only the other next states (the chunk's last, those after an episode's
+    end) go through the network again. The loss is DQNLoss's (tests/test_losses.py); a sample
+    without that key gets DQNLoss's own forward.
+    """
+
+    def forward(self, tensordict: TensorDictBase) -> TensorDict:
+        follows = tensordict.get(FOLLOWS_KEY, None)
+        if follows is None or not self.double_dqn or tensordict.ndim != 2:
+            return super().forward(tensordict)
+        keys, net = self.tensor_keys, self.value_network
+        states = tensordict.clone(False)
+        with self.value_network_params.to_module(net, preserve_module_state=False):
+            q = net(states).get(keys.action_value)  # [B, T, actions], with gradients
+        chosen = (q * tensordict.get(keys.action).to(q.dtype)).sum(-1)
+        next_states = tensordict.get("next").select(*net.in_keys)
+        # The online network's values of the next states: step t + 1's where it follows t.
+        next_q = torch.cat([q[:, 1:], q[:, -1:]], 1).detach()
+        others = ~follows.squeeze(-1)
+        with self.value_network_params.data.to_module(net, preserve_module_state=False):
+            next_q[others] = net(next_states[others]).get(keys.action_value)
+        with self.target_value_network_params.to_module(net, preserve_module_state=False):
+            next_q_target = net(next_states.clone(False)).get(keys.action_value)
+        next_value = next_q_target.gather(-1, next_q.argmax(-1, keepdim=True))
+        target_value = self.value_estimator.value_estimate(
+            states, target_params=self.target_value_network_params, next_value=next_value
+        ).squeeze(-1)
+        loss = distance_loss(chosen, target_value, self.loss_function)
+        return TensorDict(loss=self._reduce_loss(loss, tensordict=tensordict, weights=None))
+
+
 def make_loss(actor: QValueActor, config: Config, target: str) -> tuple[DQNLoss, SoftUpdate]:
     """torchrl's DQN loss with a TD(0) or TD(lambda) target, and its soft updater.
 
@@ -64,7 +105,7 @@ def make_loss(actor: QValueActor, config: Config, target: str) -> tuple[DQNLoss,
     (`loss.target_value_network_params`); `SoftUpdate.step()` moves it by `tau`.
     """
     check_target(target)
-    loss = DQNLoss(
+    loss = (DQNLoss if target == "td0" else ChunkDQNLoss)(
         actor,
         loss_function=config.loss_function,
         delay_value=True,

@@ -1,5 +1,6 @@
 """The pixel CartPole environment, its transforms and normalization constants."""
 
+import numpy as np
 import pytest
 import torch
 from torchrl.envs import Resize, TransformedEnv
@@ -14,6 +15,7 @@ from helpers.envs import (
     make_base_env,
     make_env,
     make_transforms,
+    render_frame,
 )
 from helpers.normalization import (
     NORM_KEEP_DIMS,
@@ -169,6 +171,31 @@ def test_the_crop_drops_only_rows_that_are_always_white():
     assert (frames != 255).any(-1)[:, band].any(), "nothing drawn in the band"
     outside = torch.cat([frames[:, : band.start], frames[:, band.stop :]], 1)
     assert (outside == 255).all()
+
+
+def test_the_frames_are_gymnasiums_own_render():
+    """make_base_env's CartPole reads its frames from pygame's surface its own way
+    (render_frame): the same pixels as gymnasium's render, state after state, falls included."""
+    import gymnasium as gym
+
+    env = make_base_env()
+    ours = env._env.unwrapped
+    assert ours.render.func is render_frame  # what torchrl's pixel wrapper calls
+    theirs = gym.make("CartPole-v1", render_mode="rgb_array").unwrapped
+    theirs.reset(seed=0)
+    falls = 0
+    for _ in range(80):
+        terminated = theirs.step(theirs.action_space.sample())[2]
+        ours.state = theirs.state
+        frame = ours.render()
+        assert frame.shape == (400, 600, 3) and frame.flags.writeable
+        assert np.array_equal(frame, theirs.render())
+        if terminated:
+            falls += 1
+            theirs.reset()
+    assert falls >= 2, "the test needs states where the pole has fallen"
+    env.close()
+    theirs.close()
 
 
 def test_the_crop_keeps_the_band_at_full_width():

@@ -3,10 +3,18 @@
 import pytest
 import torch
 from tensordict import TensorDict
+from torchrl.objectives import DQNLoss, ValueEstimators
 
 from helpers.config import config_for_mode
 from helpers.envs import make_env
-from helpers.losses import check_target, make_loss, td0_target, td_lambda_target
+from helpers.losses import (
+    FOLLOWS_KEY,
+    ChunkDQNLoss,
+    check_target,
+    make_loss,
+    td0_target,
+    td_lambda_target,
+)
 from helpers.models import make_model, q_values
 
 
@@ -147,6 +155,65 @@ def test_dqn_loss_equals_the_hand_written_loss(obs_norm, target, shape, double_d
     else:  # Huber with a threshold of 1
         expected = torch.where(error.abs() <= 1, 0.5 * error**2, error.abs() - 0.5).mean()
     torch.testing.assert_close(loss_module(batch)["loss"], expected)
+
+
+@pytest.mark.parametrize("double_dqn", [True, False])
+def test_the_chunk_loss_equals_dqn_loss_and_its_gradients(obs_norm, double_dqn):
+    """On chunks of consecutive steps, where step t's next state is step t + 1's state but
+    where an episode ended, ChunkDQNLoss (one forward pass fewer) gives DQNLoss's loss and
+    gradients; without FOLLOWS_KEY it is DQNLoss."""
+    torch.manual_seed(0)
+    config = config_for_mode("smoke").replace(double_dqn=double_dqn)
+    env = make_env(obs_norm=obs_norm)
+    model = make_model(env, config)
+    env.close()
+    noise = lambda p: p.add_(0.5 * torch.randn_like(p))  # noqa: E731 (choices that differ)
+    with torch.no_grad():
+        model.params.apply_(noise)
+    chunk, plain = (
+        make_loss(model.actor, config, "td-lambda")[0],
+        make_loss(model.actor, config, "td0")[0],
+    )
+    assert type(chunk) is ChunkDQNLoss and type(plain) is DQNLoss
+    plain.make_value_estimator(ValueEstimators.TDLambda, gamma=config.gamma, lmbda=config.lmbda)
+    chunk.target_value_network_params.apply_(noise)
+    plain.target_value_network_params.update_(chunk.target_value_network_params)
+    chunks, steps = 4, 6
+    states = torch.randn(chunks, steps + 1, 4, 64, 64)  # each chunk's states and last next state
+    done = torch.zeros(chunks, steps, 1, dtype=torch.bool)
+    ends = torch.tensor([[0, 2], [1, 4], [2, 0], [3, 1], [3, 3], [0, 4]])
+    done[ends[:, 0], ends[:, 1]] = True
+    terminated = done.clone()
+    terminated[ends[:3, 0], ends[:3, 1]] = False  # three truncations: their next states count
+    next_pixels = states[:, 1:].clone()
+    next_pixels[done.squeeze(-1)] = torch.randn(len(ends), 4, 64, 64)  # episodes' ends
+    truncated = (done & ~terminated).squeeze(-1)
+    with torch.no_grad():
+        choice = q_values(model.actor, model.params, next_pixels[truncated]).argmax(-1)
+        following = q_values(model.actor, model.params, states[:, 1:][truncated]).argmax(-1)
+    assert (choice != following).any(), "the test needs an end where the two choices differ"
+    follows = ~done
+    follows[:, -1] = False
+    batch = TensorDict(
+        {
+            "pixels": states[:, :-1],
+            "action": torch.nn.functional.one_hot(torch.randint(2, (chunks, steps)), 2),
+            FOLLOWS_KEY: follows,
+            "next": {
+                "pixels": next_pixels,
+                "reward": torch.full((chunks, steps, 1), 0.1),
+                "done": done,
+                "terminated": terminated,
+            },
+        },
+        batch_size=(chunks, steps),
+    )
+    losses = [module(batch.clone())["loss"] for module in (chunk, plain)]
+    torch.testing.assert_close(losses[0], losses[1])
+    grads = [torch.autograd.grad(loss, list(model.params.values(True, True))) for loss in losses]
+    for ours, theirs in zip(*grads):
+        torch.testing.assert_close(ours, theirs)
+    torch.testing.assert_close(chunk(batch.exclude(FOLLOWS_KEY))["loss"], losses[1])
 
 
 def test_dqn_loss_with_lambda_zero_is_td0(obs_norm):

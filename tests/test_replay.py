@@ -10,6 +10,7 @@ from torchrl.collectors import Collector
 from helpers.config import config_for_mode
 from helpers.envs import STACK_KEY, make_env
 from helpers.frame_replay import FrameReplay
+from helpers.losses import FOLLOWS_KEY
 from helpers.normalization import make_normalizer
 from helpers.replay import (
     NaiveReplay,
@@ -145,6 +146,13 @@ def test_compact_chunks_equal_the_naive_rows(batches, obs_norm, tmp_path):
         got = compact.get(rows[complete])
         for key in COMPARED:
             assert torch.equal(got[key], stored[key][complete]), key
+        # Step t's next stack is step t + 1's where the episode went on (ChunkDQNLoss relies
+        # on it), never at a chunk's last step.
+        follows, done = got[FOLLOWS_KEY].squeeze(-1), got["next", "done"].squeeze(-1)
+        assert torch.equal(follows[:, :-1], ~done[:, :-1]) and not follows[:, -1].any()
+        assert done[:, :-1].any() and follows.any()
+        on = follows[:, :-1]
+        assert torch.equal(got["next", "pixels"][:, :-1][on], got["pixels"][:, 1:][on])
         sample = compact.sample()
         steps = checked_chunk_length(config)
         assert sample.batch_size == (config.batch_size // steps, steps)
