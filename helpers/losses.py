@@ -66,8 +66,9 @@ class ChunkDQNLoss(DQNLoss):
     states to choose the next actions. In a chunk, step t's next state is step t + 1's state,
     except where an episode ended: where the sample says so (`FOLLOWS_KEY`), the first pass's
     values serve, and only the other next states (the chunk's last, those after an episode's
-    end) go through the network again. The loss is DQNLoss's (tests/test_losses.py); a sample
-    without that key gets DQNLoss's own forward.
+    end) go through the network again. The loss is DQNLoss's (tests/test_losses.py), but for
+    exact ties between two actions' values, where DQNLoss's one-hot choice takes both and this
+    loss the first; a sample without that key gets DQNLoss's own forward.
     """
 
     def forward(self, tensordict: TensorDictBase) -> TensorDict:
