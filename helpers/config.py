@@ -25,7 +25,7 @@ MODE_VARIABLE = "DQN_COURSE_MODE"
 _POSITIVE = ("total_frames", "frames_per_batch", "batch_size", "buffer_size", "lr", "chunk_length")
 _POSITIVE += ("num_workers", "num_collectors", "eval_every", "eval_episodes", "eval_max_steps")
 _POSITIVE += ("norm_init_iter", "n_optim", "max_grad_norm", "frames_seen", "reward_scale")
-_COUNTS = ("init_random_frames", "eps_frames", "final_episodes", "random_shift")
+_COUNTS = ("init_random_frames", "eps_frames", "final_episodes", "random_shift", "confirm_episodes")
 _RATES = ("gamma", "lmbda", "tau", "eps_init", "eps_end")
 PRESET_NAMES = ("course", "tutorial")  # the recipes a run starts from (`PRESETS` below)
 LOSS_FUNCTIONS = ("smooth_l1", "l2")  # Huber, squared error (networks and pipelines: their modules)
@@ -101,6 +101,10 @@ class Config:
     # Evaluation (deterministic episodes on fixed seeds that training never uses)
     eval_every: int = 10_000  # frames between two evaluations during training
     eval_episodes: int = 5  # episodes per evaluation during training
+    # (an evaluation with every episode at the step limit plays up to `confirm_episodes` more,
+    # on the evaluation seeds after them, before it counts as perfect and stops the run; the
+    # first that falls short ends it: helpers.evaluation.evaluation_lengths)
+    confirm_episodes: int = 80  # episodes that confirm a perfect evaluation (0: none)
     final_episodes: int = 100  # episodes of the final evaluation, on other seeds
     eval_max_steps: int = MAX_STEPS  # the longest evaluation episode (CartPole-v1 stops there)
     norm_init_iter: int = 1_000  # random steps used to compute the normalization constants
@@ -251,6 +255,7 @@ _COURSE_MODES: dict[str, dict[str, object]] = {
         eps_frames=256,  # half the run
         eval_every=256,
         eval_episodes=2,
+        confirm_episodes=2,
         final_episodes=3,
         eval_max_steps=100,
         norm_init_iter=100,

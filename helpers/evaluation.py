@@ -48,6 +48,24 @@ def episode_lengths(
     return [play_episode(policy, env, max_steps, seed).numel() for seed in seeds]
 
 
+def evaluation_lengths(policy, env: EnvBase, config: Config) -> list[int]:
+    """The episodes of one evaluation during training: `eval_episodes` on the seeds from
+    EVAL_SEED; if all reach the step limit, up to `confirm_episodes` more on the seeds after
+    them, ending with the first that falls short.
+
+    Twenty perfect episodes cannot tell an agent that never fails from one that fails one
+    episode in fifty, and a perfect evaluation stops the run: the extra episodes give it the
+    evidence of 100. The mean of an evaluation is over the episodes it played.
+    """
+    limit, count = config.eval_max_steps, config.eval_episodes
+    lengths = episode_lengths(policy, env, list(range(EVAL_SEED, EVAL_SEED + count)), limit)
+    for seed in range(EVAL_SEED + count, EVAL_SEED + count + config.confirm_episodes):
+        if min(lengths) < limit:
+            break
+        lengths.append(play_episode(policy, env, limit, seed).numel())
+    return lengths
+
+
 def episode_stats(lengths: list[int]) -> dict:
     """Mean, standard deviation, min and max of episode lengths."""
     return {

@@ -1,5 +1,6 @@
 """The evaluator process: the same episodes as an evaluation in the training's own process,
-snapshots that wait their turn, and no evaluation after a perfect one."""
+snapshots that wait their turn, a perfect evaluation confirmed on more episodes, and no
+evaluation after a perfect one."""
 
 import math
 
@@ -9,7 +10,7 @@ from tensordict import TensorDict
 
 from helpers.config import config_for_mode
 from helpers.envs import make_env
-from helpers.evaluation import EVAL_SEED, episode_lengths
+from helpers.evaluation import EVAL_SEED, episode_lengths, evaluation_lengths
 from helpers.models import make_model
 from helpers.run.checkpoints import flat_params
 from helpers.run.evaluator import Evaluations, Evaluator
@@ -55,6 +56,27 @@ def setup(obs_norm, tmp_path, max_steps: int, frames: list[int]):
     for i, at in enumerate(frames):
         log.write({"batch": i, "frames": at})
     return config, params, log, {"eval": float("-inf"), "frames": 0, "params": None}
+
+
+def test_a_perfect_evaluation_plays_more_episodes_until_one_falls_short(obs_norm):
+    """The limit is set to the shortest of the first two episodes: both reach it, and the
+    confirmation goes on, episode by episode, until the first that ends below it."""
+    config = config_for_mode("smoke").replace(eval_episodes=2, confirm_episodes=30)
+    env = make_env(obs_norm=obs_norm)
+    torch.manual_seed(0)
+    actor = make_model(env, config).actor
+    seeds = list(range(EVAL_SEED, EVAL_SEED + 32))
+    free = episode_lengths(actor, env, seeds, 500)  # each seed's episode, uncut
+    limit = min(free[:2])
+    short = next(i for i, n in enumerate(free) if n < limit)  # the first to fall short
+    assert 2 <= short < 31, free  # (precondition: a confirmation that ends inside the 30)
+    lengths = evaluation_lengths(actor, env, config.replace(eval_max_steps=limit))
+    assert lengths == [min(n, limit) for n in free[: short + 1]]
+    # Below the limit at once: only the evaluation's own episodes; no confirmation set: none more.
+    assert evaluation_lengths(actor, env, config.replace(eval_max_steps=500)) == free[:2]
+    at_limit = config.replace(eval_max_steps=limit, confirm_episodes=0)
+    assert evaluation_lengths(actor, env, at_limit) == [limit, limit]
+    env.close()
 
 
 def test_a_busy_evaluator_gets_only_the_newest_waiting_snapshot(obs_norm, tmp_path):

@@ -19,7 +19,7 @@ from tensordict import TensorDict
 
 from helpers.config import Config
 from helpers.envs import make_env
-from helpers.evaluation import EVAL_SEED, episode_lengths, episode_stats
+from helpers.evaluation import episode_stats, evaluation_lengths
 from helpers.models import make_model
 from helpers.run.checkpoints import not_finite
 from helpers.run.logs import CsvLog
@@ -99,8 +99,9 @@ class Evaluator:
 
 
 def is_perfect(best: dict, max_steps: int) -> bool:
-    """`best` (a run's kept agent) played every evaluation episode to `max_steps`: no later
-    agent can beat it, so nothing after it is evaluated and the training stops."""
+    """`best` (a run's kept agent) played every evaluation episode to `max_steps`, the extra
+    ones that confirm a perfect evaluation included (`evaluation_lengths`): no later agent can
+    beat it, so nothing after it is evaluated and the training stops."""
     return best["eval"] >= max_steps
 
 
@@ -172,13 +173,12 @@ def _serve(tasks, done, config: dict, obs_norm: dict, parent: int) -> None:
         env = make_env(obs_norm=obs_norm, pipeline=config.pipeline)
         actor = make_model(env, config, torch.device("cpu")).actor
         params = TensorDict.from_module(actor)
-        seeds = list(range(EVAL_SEED, EVAL_SEED + config.eval_episodes))
         while (task := _next_task(tasks, parent)) is not None:
             frames, snapshot = task
             # (no finiteness check: a diverged snapshot is evaluated and reported as it plays)
             with torch.no_grad():
                 params.update_(TensorDict(snapshot).unflatten_keys("."))
-            done.put((frames, episode_lengths(actor, env, seeds, config.eval_max_steps)))
+            done.put((frames, evaluation_lengths(actor, env, config)))
         env.close()
     except Exception:
         done.put(traceback.format_exc())

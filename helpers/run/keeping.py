@@ -111,7 +111,8 @@ class RunKeeping:
             print(
                 f"Stopped after {frames:,} of {config.total_frames:,} frames: the agent at "
                 f"{self.best['frames']:,} frames played all {config.eval_episodes} evaluation "
-                f"episodes to {config.eval_max_steps} steps, and no later agent could replace it."
+                f"episodes and {config.confirm_episodes} more to {config.eval_max_steps} steps, "
+                "and no later agent could replace it."
             )
         if self.counters["batches"] > self.first_batches:
             self.checkpoint(finished)
