@@ -11,6 +11,7 @@ import json
 import os
 import signal
 import statistics
+from collections.abc import Callable
 from multiprocessing import get_context
 from pathlib import Path
 
@@ -48,19 +49,23 @@ def episode_lengths(
     return [play_episode(policy, env, max_steps, seed).numel() for seed in seeds]
 
 
-def evaluation_lengths(policy, env: EnvBase, config: Config) -> list[int]:
+def evaluation_lengths(
+    policy, env: EnvBase, config: Config, ended: Callable[[], bool] = lambda: False
+) -> list[int]:
     """The episodes of one evaluation during training: `eval_episodes` on the seeds from
     EVAL_SEED; if all reach the step limit, up to `confirm_episodes` more on the seeds after
-    them, ending with the first that falls short.
+    them, ending with the first that falls short, or once `ended()` says the training has
+    collected its last frame.
 
     Twenty perfect episodes cannot tell an agent that never fails from one that fails one
     episode in fifty, and a perfect evaluation stops the run: the extra episodes give it the
-    evidence of 100. The mean of an evaluation is over the episodes it played.
+    evidence of 100. Once the training has ended there is nothing left to stop, so they are
+    not played. The mean of an evaluation is over the episodes it played.
     """
     limit, count = config.eval_max_steps, config.eval_episodes
     lengths = episode_lengths(policy, env, list(range(EVAL_SEED, EVAL_SEED + count)), limit)
     for seed in range(EVAL_SEED + count, EVAL_SEED + count + config.confirm_episodes):
-        if min(lengths) < limit:
+        if min(lengths) < limit or ended():
             break
         lengths.append(play_episode(policy, env, limit, seed).numel())
     return lengths

@@ -258,6 +258,8 @@ def _train(
                 due = frames // config.eval_every > (frames - data.numel()) // config.eval_every
                 if row["batch"] == 0 or due or last:
                     evaluations.add(frames, flat_params(loss_module.value_network_params))
+                if last:
+                    evaluator.training_ended()
                 with stop.deferred():
                     arrived = evaluations.collect(wait=last, stop=lambda: stop.requested)
                     # The run-keeping: a checkpoint, the progress shown.

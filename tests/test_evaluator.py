@@ -72,10 +72,13 @@ def test_a_perfect_evaluation_plays_more_episodes_until_one_falls_short(obs_norm
     assert 2 <= short < 31, free  # (precondition: a confirmation that ends inside the 30)
     lengths = evaluation_lengths(actor, env, config.replace(eval_max_steps=limit))
     assert lengths == [min(n, limit) for n in free[: short + 1]]
-    # Below the limit at once: only the evaluation's own episodes; no confirmation set: none more.
+    # Below the limit at once: only the evaluation's own episodes; with none to confirm: no more.
     assert evaluation_lengths(actor, env, config.replace(eval_max_steps=500)) == free[:2]
     at_limit = config.replace(eval_max_steps=limit, confirm_episodes=0)
     assert evaluation_lengths(actor, env, at_limit) == [limit, limit]
+    # Once the training has collected its last frame, a perfect evaluation is not confirmed.
+    ended = config.replace(eval_max_steps=limit)
+    assert evaluation_lengths(actor, env, ended, ended=lambda: True) == [limit, limit]
     env.close()
 
 
@@ -104,6 +107,17 @@ def test_no_snapshot_is_evaluated_after_a_perfect_one(obs_norm, tmp_path):
         assert evaluator.pending == [] and evaluations.waiting is None
     rows = read_log(tmp_path / "log.csv")
     assert rows[0]["eval_mean"] == 5 and math.isnan(rows[1]["eval_mean"])
+
+
+def test_once_the_training_has_ended_a_perfect_evaluation_is_not_confirmed(obs_norm, tmp_path):
+    # 5 steps: every episode reaches the limit, and 100,000 episodes to confirm would take
+    # the evaluator about 20 minutes; told that the training has ended, it sends its 2 episodes.
+    config, params, log, best = setup(obs_norm, tmp_path, 5, [32])
+    with Evaluator(config.replace(confirm_episodes=100_000), obs_norm) as evaluator:
+        evaluator.submit(32, params)
+        evaluator.training_ended()
+        [(frames, lengths)] = evaluator.results(wait=True)
+    assert frames == 32 and lengths == [5, 5]
 
 
 def test_the_evaluator_exits_when_the_training_process_dies_outright(tmp_path):
