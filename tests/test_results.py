@@ -211,3 +211,26 @@ def test_the_seeds_11_to_15_and_screening_tables_say_what_their_runs_measured():
             assert cell == f"{best:.1f}", (cells[0], limit)
         first = next(frames for frames, mean in evaluations if mean >= 195)
         assert cells[4] == f"{int(first):,}", cells[0]
+
+
+def test_the_confirmed_evaluations_table_says_what_its_runs_measured():
+    """results/levers/README.md's table of the recipe with perfect evaluations confirmed: final
+    means, the kept agent (the best evaluation, a tie going to the later), frames, crossing of
+    490 and wall minutes are the ones in the runs' folders."""
+    levers = ROOT / "results" / "levers"
+    readme = (levers / "README.md").read_text()
+    rows = _table_rows(readme, "| seed | final mean over 100 test episodes (min–max) | kept agent")
+    assert [r[0] for r in rows] == ["11", "12", "13", "14", "15"]
+    for cells in rows:
+        folder = levers / "confirmed" / f"recipe-s{cells[0]}"
+        final = json.loads((folder / "evaluation.json").read_text())
+        assert final["episodes"] == 100
+        assert cells[1] == f"{final['mean']:.1f} ({final['min']}–{final['max']})"
+        run = load_run(folder)
+        best = max(run["eval_means"])
+        kept = max(f for f, m in zip(run["eval_frames"], run["eval_means"]) if m == best)
+        assert cells[2] == f"{int(kept):,} ({best:.1f})", folder
+        assert cells[3] == f"{run['frames']:,}", folder
+        frames, minutes = run["frames_to_490"], run["minutes_to_490"]
+        assert cells[4] == ("not reached" if frames is None else f"{frames:,} ({minutes:.1f})")
+        assert cells[-1] == f"{run['minutes']:.1f}", folder
