@@ -171,6 +171,12 @@ def _table_rows(readme: str, header: str) -> list[list[str]]:
     return [[c.strip() for c in line.strip("|").split("|")] for line in lines]
 
 
+def _crossing_cell(run: dict, threshold: int) -> str:
+    """A table's cell for when a run's evaluations first reached `threshold`: frames (minutes)."""
+    frames, minutes = run[f"frames_to_{threshold}"], run[f"minutes_to_{threshold}"]
+    return "not reached" if frames is None else f"{frames:,} ({minutes:.1f})"
+
+
 def test_the_seeds_11_to_15_and_screening_tables_say_what_their_runs_measured():
     """results/levers/README.md's tables of the recipe on seeds 11-15 (before and after the
     faster loop) and of the one-seed screening: final means, ranges, frames, crossings, best
@@ -193,9 +199,7 @@ def test_the_seeds_11_to_15_and_screening_tables_say_what_their_runs_measured():
             if runs == "faster-loop":
                 assert cells[2] == f"{run['frames']:,}", folder
             for cell, threshold in ((cells[3], 195), (cells[4], 490)):
-                frames, minutes = run[f"frames_to_{threshold}"], run[f"minutes_to_{threshold}"]
-                expected = "not reached" if frames is None else f"{frames:,} ({minutes:.1f})"
-                assert cell == expected, (folder, threshold)
+                assert cell == _crossing_cell(run, threshold), (folder, threshold)
             assert cells[-1] == f"{run['minutes']:.1f}", folder
     rows = _table_rows(readme, "| run | change | best by 30,000 |")
     assert len(rows) == 5
@@ -231,6 +235,5 @@ def test_the_confirmed_evaluations_table_says_what_its_runs_measured():
         kept = max(f for f, m in zip(run["eval_frames"], run["eval_means"]) if m == best)
         assert cells[2] == f"{int(kept):,} ({best:.1f})", folder
         assert cells[3] == f"{run['frames']:,}", folder
-        frames, minutes = run["frames_to_490"], run["minutes_to_490"]
-        assert cells[4] == ("not reached" if frames is None else f"{frames:,} ({minutes:.1f})")
+        assert cells[4] == _crossing_cell(run, 490), folder
         assert cells[-1] == f"{run['minutes']:.1f}", folder
