@@ -108,11 +108,12 @@ class RunKeeping:
         why a finished run stopped short of its frames, if it did."""
         path, frames, config = self.folder.path, self.counters["frames"], self.config
         if finished and frames < config.total_frames:  # (a perfect evaluation stopped it)
+            more = f" and {config.confirm_episodes} more" if config.confirm_episodes else ""
             print(
                 f"Stopped after {frames:,} of {config.total_frames:,} frames: the agent at "
                 f"{self.best['frames']:,} frames played all {config.eval_episodes} evaluation "
-                f"episodes and {config.confirm_episodes} more to {config.eval_max_steps} steps, "
-                "and no later agent could replace it."
+                f"episodes{more} to {config.eval_max_steps} steps, and no later agent could "
+                "replace it."
             )
         if self.counters["batches"] > self.first_batches:
             self.checkpoint(finished)
