@@ -126,6 +126,12 @@ def test_nothing_left_behind(td0_run):
 
 def test_resume_continues_the_run(td0_run, tmp_path):
     copy = shutil.copytree(td0_run[0], tmp_path / "run")
+    # ...even from a log written before its last column was logged: it goes on, empty there.
+    table = [line.split(",") for line in (copy / "log.csv").read_text().splitlines()]
+    assert table[0][-2] == "eval_played"
+    old = "".join(",".join(r[:-2] + r[-1:]) + "\n" for r in table)
+    (copy / "log.csv").write_text(old)
+    before = read_log(copy / "log.csv")
     result = cli(
         "train",
         "--target",
@@ -141,6 +147,10 @@ def test_resume_continues_the_run(td0_run, tmp_path):
     assert result.returncode == 0, result.stderr[-2000:]
     rows = read_log(copy / "log.csv")
     assert rows[-1]["frames"] == FRAMES + 64 and len(rows) == FRAMES // 32 + 2
+    assert [r["eval_mean"] for r in rows[: len(before)]] == pytest.approx(
+        [r["eval_mean"] for r in before], nan_ok=True
+    )
+    assert all(math.isnan(r["eval_played"]) for r in rows[: len(before)])
     assert torch.load(copy / "checkpoint.pt", weights_only=True)["frames"] == FRAMES + 64
 
 
@@ -442,7 +452,8 @@ def test_a_run_stops_once_an_agent_plays_every_evaluation_episode_to_the_limit(t
     result = cli("train", *args, "--set", "eval_max_steps=5")
     assert result.returncode == 0, result.stderr[-2000:]
     rows = read_log(out / "log.csv")
-    assert rows[0]["eval_mean"] == 5.0
+    # Smoke mode's 2 evaluation episodes and the 2 that confirm them, all at the limit.
+    assert rows[0]["eval_mean"] == 5.0 and rows[0]["eval_played"] == 4
     assert 32 <= rows[-1]["frames"] < 4096
     assert "Stopped after" in result.stdout and "could replace it" in result.stdout
     checkpoint = torch.load(out / "checkpoint.pt", weights_only=False)

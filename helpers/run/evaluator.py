@@ -157,7 +157,12 @@ class Evaluations:
         while True:
             for frames, lengths in self.evaluator.results(wait, stop):
                 stats, params = episode_stats(lengths), self.snapshots.pop(frames)
-                self.log.update(frames, eval_mean=stats["mean"], eval_std=stats["std"])
+                self.log.update(
+                    frames,
+                    eval_mean=stats["mean"],
+                    eval_std=stats["std"],
+                    eval_played=stats["episodes"],
+                )
                 if stats["mean"] >= self.best["eval"] and not not_finite(params):
                     self.best = {"eval": stats["mean"], "frames": frames, "params": params}
                 arrived = True

@@ -17,6 +17,7 @@ LOG_COLUMNS = (
     "train_episode_length",  # mean length of the training episodes that ended in this batch
     "eval_mean",  # mean steps of the evaluation's greedy episodes (empty between evaluations)
     "eval_std",  # their standard deviation
+    "eval_played",  # episodes it played: eval_episodes, or more to confirm a perfect one
     "seconds",  # wall time since the run started
 )
 
@@ -25,12 +26,14 @@ class CsvLog:
     """Append rows to `path`, creating it with a header; each row is flushed to disk at once.
 
     `keep=N` goes on from the first N rows of an existing log (a resumed run keeps the rows
-    its checkpoint saw and drops any written after it); the default starts a new log.
+    its checkpoint saw and drops any written after it, with empty cells in columns that it
+    lacks, from before they were logged); the default starts a new log.
     """
 
     def __init__(self, path: str | Path, keep: int = 0) -> None:
         self.path = Path(path)
-        self.rows: list[dict] = read_log(self.path, limit=keep) if keep else []
+        kept = read_log(self.path, limit=keep) if keep else []
+        self.rows = [{key: row.get(key, math.nan) for key in LOG_COLUMNS} for row in kept]
         self._rewrite()
 
     def update(self, frames: float, **values: float) -> None:
