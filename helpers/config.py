@@ -263,7 +263,8 @@ _COURSE_MODES: dict[str, dict[str, object]] = {
     # A training notebook in a workshop slot (its time on a 2-core CPU: the README's table of
     # notebooks): an agent that balances. 3 gradient steps per batch and 20 episodes per
     # evaluation, as in full mode: with 2 steps and 5 episodes over 50,000 frames, the kept
-    # agents of three seeds scored 328 to 443 (results/earlier-recipe/, results/levers/).
+    # agents of three seeds scored 328 to 443 (results/earlier-recipe/two-gradient-steps/ and
+    # results/levers/).
     "workshop": dict(
         total_frames=60_000,
         buffer_size=60_000,  # the whole run

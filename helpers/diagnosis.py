@@ -16,6 +16,7 @@ from pathlib import Path
 from matplotlib.figure import Figure
 
 from helpers.config import REWARD_SCALE, Config
+from helpers.experiments import RECIPE_RUNS_DIR
 from helpers.plots import plot_training
 from helpers.results import RESULTS_DIR
 from helpers.run.folder import LOG_FILE
@@ -24,7 +25,8 @@ from helpers.sabotage import FAULTS
 
 BROKEN_DIR = RESULTS_DIR.parent / "broken"
 CASE_SEED = 3  # the training seed of every case, and of the healthy run shown beside them
-HEALTHY_RUN = RESULTS_DIR / f"workshop-td-lambda-seed{CASE_SEED}"  # the recipe on that seed
+# The recipe on that seed, from the same weeks as the cases (the ablations' recipe runs)
+HEALTHY_RUN = RECIPE_RUNS_DIR / f"workshop-td-lambda-seed{CASE_SEED}"
 
 # What a learner can answer: the planted faults (helpers.sabotage's, and a mistyped setting),
 # and two that were not planted.

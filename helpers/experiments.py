@@ -3,7 +3,8 @@
 Each ablation is one `Config` change (the `--set NAME=VALUE` of the command line). Its reference
 runs are a sweep in `results/ablations/NAME/`, made with
 `python -m helpers sweep --mode workshop --seeds 3 4 5 --set SETTING --out results/ablations/NAME`:
-the same training seeds as three of the recipe's own runs in `results/runs/`.
+the same training seeds as three of the recipe's runs of the same weeks, which they are
+measured against, kept beside them in `results/ablations/recipe/` (seeds 3 to 10).
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ from helpers.run.folder import LOG_FILE, RUN_FILE, read_json
 from helpers.run.logs import column, read_log
 
 ABLATIONS_DIR = RESULTS_DIR.parent / "ablations"
+RECIPE_RUNS_DIR = ABLATIONS_DIR / "recipe"  # the recipe's runs the ablations are measured against
 TARGET = "td-lambda"  # every ablation changes the recipe of notebook 05
 
 
@@ -115,6 +117,12 @@ def ablation_runs(name: str, root: str | Path = ABLATIONS_DIR) -> list[dict]:
     return load_runs(Path(root) / name) if (Path(root) / name).is_dir() else []
 
 
+def recipe_runs() -> list[dict]:
+    """The workshop recipe's TD(lambda) runs that each ablation is set against: made in the
+    same weeks as the ablations' runs, on their training seeds and more."""
+    return reference_runs("workshop", TARGET, runs=load_runs(RECIPE_RUNS_DIR))
+
+
 def _row(title: str, setting: str, runs: list[dict]) -> str:
     setting = setting or "—"
     if not runs:
@@ -131,7 +139,7 @@ def _row(title: str, setting: str, runs: list[dict]) -> str:
 def ablation_table(root: str | Path = ABLATIONS_DIR, runs: list[dict] | None = None) -> str:
     """A markdown table of the workshop recipe's TD(λ) runs and each ablation's: training seeds,
     final means over 100 test episodes (lowest first), their median and the wall minutes."""
-    recipe = reference_runs("workshop", TARGET, runs=load_runs() if runs is None else runs)
+    recipe = recipe_runs() if runs is None else reference_runs("workshop", TARGET, runs=runs)
     lines = [
         "| ablation | setting | training seeds | final means | median | minutes |",
         "|---|---|---|---|---|---|",
@@ -149,9 +157,9 @@ def measured_answer(name: str, root: str | Path = ABLATIONS_DIR) -> str:
     runs = sorted(ablation_runs(name, root), key=lambda r: r["seed"])
     if not runs:
         return f"Measured: no reference runs of {name} yet; yours is the first measurement."
-    recipe = {r["seed"]: r["final"]["mean"] for r in reference_runs("workshop", TARGET)}
+    recipe = {r["seed"]: r["final"]["mean"] for r in recipe_runs()}
     if not recipe:
-        return f"Measured: the recipe's workshop runs are missing from {RESULTS_DIR}."
+        return f"Measured: the recipe's workshop runs are missing from {RECIPE_RUNS_DIR}."
     pairs = [
         f"seed {r['seed']}: {r['final']['mean']:.1f}"
         + (f" (recipe {recipe[r['seed']]:.1f})" if r["seed"] in recipe else "")
@@ -177,7 +185,7 @@ def plot_ablation(name: str, rows: list[dict] | None = None, title: str = "") ->
     """The recipe's band and the ablation's (workshop mode), and a run's curve (`rows`) on top."""
     ablation = check_ablation(name)
     fig, ax = plt.subplots(figsize=(8, 4))
-    recipe = reference_runs("workshop", TARGET)
+    recipe = recipe_runs()
     if recipe:
         plot_band(ax, recipe, "recipe")
     runs = ablation_runs(name)
@@ -197,7 +205,7 @@ def plot_all_ablations(root: str | Path = ABLATIONS_DIR) -> Figure:
     columns = min(3, len(measured))
     rows = -(-len(measured) // columns)
     fig, axes = plt.subplots(rows, columns, figsize=(5 * columns, 3.2 * rows), squeeze=False)
-    recipe = reference_runs("workshop", TARGET)
+    recipe = recipe_runs()
     for ax, (name, runs) in zip(axes.flat, measured.items()):
         if recipe:
             plot_band(ax, recipe, "recipe", color="grey")
@@ -259,7 +267,7 @@ def pool_runs(folder: str | Path, path: str | Path | None = None) -> Figure:
             "the learners' outputs/ablation-NAME folders there."
         )
     fig, axes = plt.subplots(len(groups), 1, figsize=(8, 3.5 * len(groups)), squeeze=False)
-    recipe = reference_runs("workshop", TARGET)
+    recipe = recipe_runs()
     titles = {"recipe": "the recipe", "other": "other changes (no reference band)"}
     for ax, (name, runs) in zip(axes[:, 0], sorted(groups.items())):
         if recipe:

@@ -20,6 +20,7 @@ from helpers.run.folder import COMMAND_FILE, EVALUATION_FILE, LOG_FILE, RUN_FILE
 from helpers.run.logs import column, read_log
 
 RESULTS_DIR = Path(__file__).resolve().parent.parent / "results" / "runs"
+LEVERS_FILE = RESULTS_DIR.parent / "levers" / "README.md"  # each lever of the recipe, measured
 THRESHOLDS = (195, 490)  # evaluation means whose first crossing the table reports
 BAND_PERCENTILE = 10  # bands run from this percentile of the course's runs to 100 minus it
 
@@ -67,6 +68,14 @@ def load_runs(root: str | Path = RESULTS_DIR) -> list[dict]:
     return [load_run(f) for f in folders if (f / COMMAND_FILE).exists()]
 
 
+def lever_table(path: str | Path = LEVERS_FILE) -> str:
+    """The table of every lever measured for the recipe, what it measured and whether the course
+    kept it: the first markdown table of `path`'s section "Every lever, in one table"."""
+    section = Path(path).read_text().split("## Every lever, in one table")[1]
+    lines = section.split("\n|", 1)[1].split("\n\n")[0]
+    return "|" + lines
+
+
 def _fmt(value: float | None, digits: int = 0) -> str:
     return "not reached" if value is None else f"{value:,.{digits}f}"
 
@@ -94,22 +103,43 @@ def results_table(runs: list[dict]) -> str:
     return "\n".join(lines)
 
 
+def _span(values: list[float], digits: int = 0) -> str:
+    """ "a–b" from the lowest to the highest of `values`, or the one value when they agree."""
+    low, high = _fmt(min(values), digits), _fmt(max(values), digits)
+    return low if low == high else f"{low}–{high}"
+
+
+def _crossings(group: list[dict], threshold: int) -> str:
+    """How many of `group` first averaged `threshold` in an evaluation, and when: frames
+    (minutes) from the earliest to the latest of them."""
+    reached = [r for r in group if r[f"frames_to_{threshold}"] is not None]
+    counted = f"{len(reached)} of {len(group)}"
+    if not reached:
+        return counted
+    frames = _span([r[f"frames_to_{threshold}"] for r in reached])
+    return f"{counted}: {frames} ({_span([r[f'minutes_to_{threshold}'] for r in reached], 1)})"
+
+
 def summary_table(runs: list[dict], key: tuple[str, ...] = ("preset", "mode", "target")) -> str:
-    """A markdown table, a row per group of runs that share `key`: the spread of their final means."""
+    """A markdown table, a row per group of runs that share `key`: the spread of their final
+    means, their wall minutes, and how many first averaged each of THRESHOLDS, and when."""
     groups: dict[tuple, list[dict]] = {}
     for r in runs:
         groups.setdefault(tuple(r[k] for k in key), []).append(r)
+    reached = " | ".join(f"to {t}: runs, frames (minutes)" for t in THRESHOLDS)
     lines = [
-        f"| {' | '.join(key)} | seeds | final means | mean of means ± std | minutes (max) |",
-        "|" + "---|" * (len(key) + 4),
+        f"| {' | '.join(key)} | seeds | final means | mean ± std | lowest | minutes | {reached} |",
+        "|" + "---|" * (len(key) + 5 + len(THRESHOLDS)),
     ]
     for values, group in sorted(groups.items()):
-        means = [g["final"]["mean"] for g in sorted(group, key=lambda g: g["seed"])]
+        group = sorted(group, key=lambda g: g["seed"])
+        means = [g["final"]["mean"] for g in group]
         spread = statistics.pstdev(means) if len(means) > 1 else 0.0
+        crossings = " | ".join(_crossings(group, t) for t in THRESHOLDS)
         lines.append(
             f"| {' | '.join(map(str, values))} | {len(group)} | "
             f"{', '.join(f'{m:.1f}' for m in means)} | {statistics.fmean(means):.1f} ± {spread:.1f} "
-            f"| {max(g['minutes'] for g in group):.1f} |"
+            f"| {min(means):.1f} | {_span([g['minutes'] for g in group], 1)} | {crossings} |"
         )
     return "\n".join(lines)
 

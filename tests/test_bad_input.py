@@ -26,7 +26,7 @@ from helpers.run.logs import read_log
 from helpers.run.workers import worker_processes
 
 REPO = Path(__file__).resolve().parent.parent
-RECORDED_RUN = REPO / "results" / "runs" / "workshop-td-lambda-seed3"
+RECORDED_RUN = REPO / "results" / "runs" / "full-td-lambda-seed0"
 SHIPPED = REPO / "checkpoints" / "td-lambda"
 TRAIN = ["train", "--target", "td0", "--mode", "smoke"]
 TRAIN_LAMBDA = ["train", "--target", "td-lambda", "--mode", "smoke"]

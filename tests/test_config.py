@@ -12,6 +12,7 @@ import torch
 
 from helpers.config import (
     MODES,
+    TARGETS,
     TUTORIAL_RECIPE,
     Config,
     config_for_mode,
@@ -46,7 +47,7 @@ def test_the_shipped_reference_runs_were_trained_with_each_modes_recipe():
     """results/runs/ holds the course's reference runs: each was trained with the settings its
     mode gives now, so a change of the recipe that forgets to re-run them fails here."""
     runs = sorted((ROOT / "results" / "runs").glob("*/run.json"))
-    checked = 0
+    checked = set()
     for path in runs:
         run = json.loads(path.read_text())
         saved = run["config"]
@@ -55,8 +56,8 @@ def test_the_shipped_reference_runs_were_trained_with_each_modes_recipe():
         now = dataclasses.asdict(config_for_mode(run["mode"]))
         differ = {k: (v, now[k]) for k, v in saved.items() if k in now and _json(now[k]) != v}
         assert not differ, f"{path.parent.name} (saved, now): {differ}"
-        checked += 1
-    assert checked >= 16  # workshop and full mode, TD(0) and TD(lambda)
+        checked.add((run["mode"], run["target"]))
+    assert checked == {(m, t) for m in ("workshop", "full") for t in TARGETS}, checked
 
 
 def _json(value):

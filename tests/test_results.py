@@ -8,10 +8,12 @@ import pytest
 import runfolders
 
 from helpers.commands.timings import format_seconds, load_times, notebook_time
+from helpers.experiments import RECIPE_RUNS_DIR
 from helpers.machine import setup_banner
 from helpers.results import (
     RESULTS_DIR,
     band,
+    lever_table,
     load_run,
     load_runs,
     percentile,
@@ -61,7 +63,11 @@ def test_band_and_tables_by_hand(tmp_path):
     assert rows[2].endswith("| 10,016 (2.0) | not reached |")
     assert rows[3].endswith("| 20,032 (3.0) | 20,032 (3.0) |")
     summary = summary_table(runs).splitlines()
-    assert summary[2] == "| course | full | td-lambda | 2 | 490.0, 500.0 | 495.0 ± 5.0 | 11.0 |"
+    # Both reached 195 (at 10,016 and 20,032 frames), only b 490; 10 and 11 minutes in all.
+    assert summary[2] == (
+        "| course | full | td-lambda | 2 | 490.0, 500.0 | 495.0 ± 5.0 | 490.0 | 10.0–11.0 "
+        "| 2 of 2: 10,016–20,032 (2.0–3.0) | 1 of 2: 20,032 (3.0) |"
+    )
 
 
 def test_your_place_among_the_course_runs_by_hand(tmp_path):
@@ -112,6 +118,20 @@ def test_the_readme_and_the_results_page_show_the_shipped_results():
     )
 
 
+def test_the_lever_table_is_the_one_of_its_section(tmp_path):
+    levers = tmp_path / "README.md"
+    levers.write_text(
+        "# Levers\n\n| a | b |\n|---|---|\n| not | this |\n\n"
+        "## Every lever, in one table\n\nWhat each measured.\n\n"
+        "| lever | kept |\n|---|---|\n| x | yes |\n| y | no |\n\nAfter it.\n\n| z | no |\n"
+    )
+    assert lever_table(levers) == "| lever | kept |\n|---|---|\n| x | yes |\n| y | no |"
+
+
+def test_the_readme_shows_the_lever_table():
+    assert lever_table() in README.read_text(), "README's lever table differs from results/levers"
+
+
 def test_the_command_line_page_shows_the_workshop_sweep():
     summary = (RESULTS_DIR.parent / "sweeps" / "workshop" / "summary.md").read_text()
     table = summary.split("\n\n")[1].strip()
@@ -154,7 +174,7 @@ def test_the_lever_tables_say_what_their_runs_measured():
         assert len(table) == rows
         for cells in table:
             name = cells[0].split()[0]
-            folder = levers / name if (levers / name).is_dir() else RESULTS_DIR / name
+            folder = next(d / name for d in (levers, RECIPE_RUNS_DIR) if (d / name).is_dir())
             final = json.loads((folder / "evaluation.json").read_text())
             wall = json.loads((folder / "command.json").read_text())["wall_seconds"]
             score = f"{final['mean']:.1f} ({final['episodes']}), {final['min']}"
@@ -220,13 +240,14 @@ def test_the_seeds_11_to_15_and_screening_tables_say_what_their_runs_measured():
 def test_the_confirmed_evaluations_table_says_what_its_runs_measured():
     """results/levers/README.md's table of the recipe with perfect evaluations confirmed: final
     means, the kept agent (the best evaluation, a tie going to the later), frames, crossing of
-    490 and wall minutes are the ones in the runs' folders."""
+    490 and wall minutes are the ones in the runs' folders (since moved to results/runs/, the
+    course's reference runs of workshop mode's TD(lambda))."""
     levers = ROOT / "results" / "levers"
     readme = (levers / "README.md").read_text()
     rows = _table_rows(readme, "| seed | final mean over 100 test episodes (min–max) | kept agent")
     assert [r[0] for r in rows] == ["11", "12", "13", "14", "15"]
     for cells in rows:
-        folder = levers / "confirmed" / f"recipe-s{cells[0]}"
+        folder = RESULTS_DIR / f"workshop-td-lambda-seed{cells[0]}"
         final = json.loads((folder / "evaluation.json").read_text())
         assert final["episodes"] == 100
         assert cells[1] == f"{final['mean']:.1f} ({final['min']}–{final['max']})"
