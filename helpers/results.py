@@ -104,7 +104,7 @@ def results_table(runs: list[dict]) -> str:
 
 
 def _span(values: list[float], digits: int = 0) -> str:
-    """ "a–b" from the lowest to the highest of `values`, or the one value when they agree."""
+    """From the lowest to the highest of `values`, as a–b, or the one value when they agree."""
     low, high = _fmt(min(values), digits), _fmt(max(values), digits)
     return low if low == high else f"{low}–{high}"
 
