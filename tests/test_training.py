@@ -17,7 +17,7 @@ import pytest
 import torch
 from clitools import cli, start_cli, wait_until
 
-from helpers.run.logs import LOG_COLUMNS, read_log
+from helpers.run.logs import LOG_COLUMNS, CsvLog, read_log
 
 pytestmark = pytest.mark.slow  # left out of the quick lane (make check)
 
@@ -466,3 +466,17 @@ def test_a_run_stops_once_an_agent_plays_every_evaluation_episode_to_the_limit(t
     result = cli("train", *args, "--set", "eval_max_steps=5", "--frames", "8192", "--resume")
     assert result.returncode == 2 and "is finished" in result.stderr
     assert contents(out) == before
+
+
+def test_a_log_cut_between_memory_and_disk_is_written_again_from_memory(tmp_path):
+    # A worker's death can interrupt the main thread after a row is kept in memory and before
+    # its line reaches the file; the run then writes the file again from memory (stopped()).
+    log = CsvLog(tmp_path / "log.csv")
+    for i in range(3):
+        log.write({"batch": i, "frames": 32 * (i + 1), "loss": 0.5})
+    lines = (tmp_path / "log.csv").read_text().splitlines()
+    (tmp_path / "log.csv").write_text("\n".join(lines[:-1]) + "\n")  # the last line lost
+    assert len(read_log(tmp_path / "log.csv")) == 2
+    log.rewrite()
+    assert [r["frames"] for r in read_log(tmp_path / "log.csv")] == [32, 64, 96]
+    assert not list(tmp_path.glob("*.tmp"))

@@ -98,6 +98,9 @@ class RunKeeping:
         self.best = best
         if self.log.rows:
             self.counters = counters_after(self.log.rows[-1])
+            # A worker's death interrupts the main thread anywhere, between a row kept in
+            # memory and its line on disk too: the file is written again from memory.
+            self.log.rewrite()
         if interrupted:
             print(f"Interrupted after {self.counters['frames']} frames: saving what ran so far.")
         self.bar.close()

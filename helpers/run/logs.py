@@ -34,7 +34,7 @@ class CsvLog:
         self.path = Path(path)
         kept = read_log(self.path, limit=keep) if keep else []
         self.rows = [{key: row.get(key, math.nan) for key in LOG_COLUMNS} for row in kept]
-        self._rewrite()
+        self.rewrite()
 
     def update(self, frames: float, **values: float) -> None:
         """Fill in columns of the row at `frames` (an evaluation that came back after its
@@ -42,9 +42,10 @@ class CsvLog:
         written."""
         row = next(r for r in reversed(self.rows) if r["frames"] == frames)
         row.update(values)
-        self._rewrite()
+        self.rewrite()
 
-    def _rewrite(self) -> None:
+    def rewrite(self) -> None:
+        """Write the file again from the rows kept in memory, then move it into place."""
         tmp = self.path.with_name(self.path.name + ".tmp")
         with tmp.open("w", newline="") as f:
             csv.writer(f).writerow(LOG_COLUMNS)
