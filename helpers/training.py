@@ -283,12 +283,14 @@ def _train(
         finally:
             stop.shield()
             torch.set_num_threads(threads)
-            if evaluator is not None:  # (an evaluation still running is dropped)
-                evaluator.close()
-            keeping.stopped(evaluations.best if evaluator is not None else best, stop.requested)
-            if collector is not None and not stop.worker_died:
-                collector.shutdown()  # (which would wait forever for a dead worker)
-            stop_workers(keep=workers_before, timeout=0 if stop.worker_died else 10)
+            try:
+                if evaluator is not None:  # (an evaluation still running is dropped)
+                    evaluator.close()
+                keeping.stopped(evaluations.best if evaluator is not None else best, stop.requested)
+            finally:  # the workers stop whatever failed above: a process left would hang exit
+                if collector is not None and not stop.worker_died:
+                    collector.shutdown()  # (which would wait forever for a dead worker)
+                stop_workers(keep=workers_before, timeout=0 if stop.worker_died else 10)
             keeping.finish(finished)
     best, counters = keeping.best, keeping.counters
     if best["params"] is not None:

@@ -45,13 +45,17 @@ class CsvLog:
         self.rewrite()
 
     def rewrite(self) -> None:
-        """Write the file again from the rows kept in memory, then move it into place."""
+        """Write the file again from the rows kept in memory, then move it into place (where
+        that fails, on a full disk, the file is left as it was and no temporary file stays)."""
         tmp = self.path.with_name(self.path.name + ".tmp")
-        with tmp.open("w", newline="") as f:
-            csv.writer(f).writerow(LOG_COLUMNS)
-            for row in self.rows:
-                csv.writer(f).writerow([_fmt(row[key]) for key in LOG_COLUMNS])
-        tmp.replace(self.path)
+        try:
+            with tmp.open("w", newline="") as f:
+                csv.writer(f).writerow(LOG_COLUMNS)
+                for row in self.rows:
+                    csv.writer(f).writerow([_fmt(row[key]) for key in LOG_COLUMNS])
+            tmp.replace(self.path)
+        finally:
+            tmp.unlink(missing_ok=True)
 
     def write(self, row: dict) -> None:
         unknown = set(row) - set(LOG_COLUMNS)
