@@ -10,12 +10,14 @@ SCALE_STAMP := $(VENV)/.installed-scale
 BOOK_STAMP := $(VENV)/.installed-book
 NBGRADER := $(VENV)/nbgrader
 MODE ?= $(or $(DQN_COURSE_MODE),workshop)
+TARGET ?= td-lambda
+SEED ?= 0
 NOTEBOOKS := $(sort $(wildcard notebooks/0*.ipynb))
 # Headless rendering (pygame) and a non-interactive matplotlib for scripted runs.
 export SDL_VIDEODRIVER ?= dummy
 export PYTHONUNBUFFERED := 1
 
-.PHONY: course test check book exercises lab scale lint format clean
+.PHONY: course train test check book exercises lab scale lint format clean
 
 $(STAMP): pyproject.toml
 	@$(PYTHON) -c 'import sys; sys.exit(0 if (3, 11) <= sys.version_info[:2] <= (3, 13) else f"The course runs on Python 3.11 to 3.13, not {sys.version.split()[0]}: set PYTHON=/path/to/python3.11 (or 3.12, 3.13)")'
@@ -45,6 +47,12 @@ course: $(STAMP)
 	done
 	@echo "Executed notebooks, logs and plots are in outputs/"
 	@$(BIN)/python -c 'from helpers.video import report_video; report_video()'
+
+## train: one training run from a terminal, e.g. `make train SEED=21` ($(TARGET), $(MODE) mode, seed
+## $(SEED)) into outputs/runs/; the notebooks' training, without the notebooks
+train: $(STAMP)
+	$(BIN)/python -m helpers train --target $(TARGET) --mode $(MODE) --seed $(SEED) \
+		--out outputs/runs/$(MODE)-$(TARGET)-seed$(SEED)
 
 ## test: unit tests, lint, then every notebook in smoke mode (what CI runs)
 test: $(STAMP) $(SCALE_STAMP) $(BOOK_STAMP) $(NBGRADER)/.installed
