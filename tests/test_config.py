@@ -54,7 +54,8 @@ def test_the_shipped_reference_runs_were_trained_with_each_modes_recipe():
         if saved["preset"] != "course":
             continue
         now = dataclasses.asdict(config_for_mode(run["mode"]))
-        differ = {k: (v, now[k]) for k, v in saved.items() if k in now and _json(now[k]) != v}
+        assert set(saved) == set(now), f"{path.parent.name}: settings {set(saved) ^ set(now)}"
+        differ = {k: (v, now[k]) for k, v in saved.items() if _json(now[k]) != v}
         assert not differ, f"{path.parent.name} (saved, now): {differ}"
         checked.add((run["mode"], run["target"]))
     assert checked == {(m, t) for m in ("workshop", "full") for t in TARGETS}, checked
