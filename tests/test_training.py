@@ -477,6 +477,21 @@ def test_a_log_cut_between_memory_and_disk_is_written_again_from_memory(tmp_path
     lines = (tmp_path / "log.csv").read_text().splitlines()
     (tmp_path / "log.csv").write_text("\n".join(lines[:-1]) + "\n")  # the last line lost
     assert len(read_log(tmp_path / "log.csv")) == 2
-    log.rewrite()
+    log.settle()
     assert [r["frames"] for r in read_log(tmp_path / "log.csv")] == [32, 64, 96]
     assert not list(tmp_path.glob("*.tmp"))
+
+
+def test_a_log_that_cannot_be_written_again_forgets_the_rows_its_file_lacks(tmp_path):
+    # On a full disk the file cannot be written again: the rows in memory then go back to the
+    # whole lines the file holds, so that the last checkpoint counts no row the log lacks.
+    log = CsvLog(tmp_path / "log.csv")
+    for i in range(4):
+        log.write({"batch": i, "frames": 32 * (i + 1), "loss": 0.5})
+    lines = (tmp_path / "log.csv").read_text().splitlines()
+    cut = "\n".join(lines[:3]) + "\n" + lines[3][:5]  # header, two rows, half of the third
+    (tmp_path / "log.csv").write_text(cut)
+    (tmp_path / "log.csv.tmp").mkdir()  # where the rewrite would go: writing it fails
+    log.settle()
+    assert [r["frames"] for r in log.rows] == [32, 64]
+    assert (tmp_path / "log.csv").read_text() == cut  # the file as it was

@@ -96,15 +96,9 @@ class RunKeeping:
         """The loop has stopped: the counters as the log has them (what the checkpoint must
         agree with, whenever it stopped), the kept agent as the evaluations left it."""
         self.best = best
-        # A worker's death interrupts the main thread anywhere, between a row kept in memory
-        # and its line on disk too: the file is written again from memory. Where the disk is
-        # full, the file keeps what it has and the rows it lacks are forgotten, so that the
-        # last checkpoint counts no row the log has not.
-        try:
-            self.log.rewrite()
-        except OSError:
-            whole_lines = self.log.path.read_bytes().count(b"\n") - 1  # after the header
-            del self.log.rows[max(whole_lines, 0) :]
+        # A worker's death interrupts the main thread anywhere, a full disk fails a row's
+        # write: the last checkpoint must count no row that the log's file lacks.
+        self.log.settle()
         if self.log.rows:
             self.counters = counters_after(self.log.rows[-1])
         if interrupted:

@@ -34,7 +34,7 @@ class CsvLog:
         self.path = Path(path)
         kept = read_log(self.path, limit=keep) if keep else []
         self.rows = [{key: row.get(key, math.nan) for key in LOG_COLUMNS} for row in kept]
-        self.rewrite()
+        self._rewrite()
 
     def update(self, frames: float, **values: float) -> None:
         """Fill in columns of the row at `frames` (an evaluation that came back after its
@@ -42,9 +42,9 @@ class CsvLog:
         written."""
         row = next(r for r in reversed(self.rows) if r["frames"] == frames)
         row.update(values)
-        self.rewrite()
+        self._rewrite()
 
-    def rewrite(self) -> None:
+    def _rewrite(self) -> None:
         """Write the file again from the rows kept in memory, then move it into place (where
         that fails, on a full disk, the file is left as it was and no temporary file stays)."""
         tmp = self.path.with_name(self.path.name + ".tmp")
@@ -56,6 +56,16 @@ class CsvLog:
             tmp.replace(self.path)
         finally:
             tmp.unlink(missing_ok=True)
+
+    def settle(self) -> None:
+        """Make the file and the rows in memory agree, however the run stopped: write the file
+        again from memory (an interrupt can fall between a row kept and its line on disk), or,
+        where that fails (a full disk), forget the rows whose whole line the file lacks."""
+        try:
+            self._rewrite()
+        except OSError:
+            whole_lines = self.path.read_bytes().count(b"\n") - 1  # after the header
+            del self.rows[max(whole_lines, 0) :]
 
     def write(self, row: dict) -> None:
         unknown = set(row) - set(LOG_COLUMNS)
