@@ -4,6 +4,7 @@ exercises' inputs, the browser of the browser tests."""
 import os
 
 import pytest
+from clitools import stop_leftovers
 
 os.environ.setdefault("SDL_VIDEODRIVER", "dummy")
 
@@ -13,6 +14,13 @@ def _private_outputs(tmp_path, monkeypatch):
     """Every test writes its outputs under its own temporary folder, never in outputs/."""
     monkeypatch.setenv("DQN_COURSE_OUTPUT_DIR", str(tmp_path / "outputs"))
     monkeypatch.delenv("DQN_COURSE_MODE", raising=False)
+
+
+@pytest.fixture(autouse=True)
+def _no_command_left_running():
+    """After each test, whatever commands it started and left running are killed."""
+    yield
+    stop_leftovers()
 
 
 @pytest.fixture(scope="session")
