@@ -8,6 +8,7 @@ training (they choose which agent a run keeps), `TEST_SEED` onwards for the fina
 from __future__ import annotations
 
 import json
+import math
 import os
 import signal
 import statistics
@@ -50,7 +51,11 @@ def episode_lengths(
 
 
 def evaluation_lengths(
-    policy, env: EnvBase, config: Config, ended: Callable[[], bool] = lambda: False
+    policy,
+    env: EnvBase,
+    config: Config,
+    ended: Callable[[], bool] = lambda: False,
+    to_beat: float = -math.inf,
 ) -> list[int]:
     """The episodes of one evaluation during training: `eval_episodes` on the seeds from
     EVAL_SEED; if all reach the step limit, up to `confirm_episodes` more on the seeds after
@@ -61,14 +66,30 @@ def evaluation_lengths(
     episode in fifty, and a perfect evaluation stops the run: the extra episodes give it the
     evidence of 100. Once the training has ended there is nothing left to stop, so they are
     not played. The mean of an evaluation is over the episodes it played.
+
+    `to_beat` is the best evaluation of the run so far. An evaluation stops as soon as its
+    mean can no longer reach it, even if every episode left reached the step limit: that agent
+    cannot be the one the run keeps (`cannot_reach`).
     """
     limit, count = config.eval_max_steps, config.eval_episodes
-    lengths = episode_lengths(policy, env, list(range(EVAL_SEED, EVAL_SEED + count)), limit)
+    lengths: list[int] = []
+    for seed in range(EVAL_SEED, EVAL_SEED + count):
+        lengths.append(play_episode(policy, env, limit, seed).numel())
+        if cannot_reach(lengths, count, limit, to_beat):
+            return lengths
     for seed in range(EVAL_SEED + count, EVAL_SEED + count + config.confirm_episodes):
         if min(lengths) < limit or ended():
             break
         lengths.append(play_episode(policy, env, limit, seed).numel())
     return lengths
+
+
+def cannot_reach(lengths: list[int], count: int, limit: int, to_beat: float) -> bool:
+    """True when an evaluation of `count` episodes that began with `lengths` ends with a mean
+    below `to_beat` even if each episode left lasts `limit` steps (the most it can reach: an
+    evaluation whose episodes all reach the limit has a mean of `limit`, confirmed or not)."""
+    best_case = (sum(lengths) + (count - len(lengths)) * limit) / count
+    return best_case < to_beat
 
 
 def episode_stats(lengths: list[int]) -> dict:

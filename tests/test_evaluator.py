@@ -10,7 +10,7 @@ from tensordict import TensorDict
 
 from helpers.config import config_for_mode
 from helpers.envs import make_env
-from helpers.evaluation import EVAL_SEED, episode_lengths, evaluation_lengths
+from helpers.evaluation import EVAL_SEED, cannot_reach, episode_lengths, evaluation_lengths
 from helpers.models import make_model
 from helpers.run.checkpoints import flat_params
 from helpers.run.evaluator import Evaluations, Evaluator
@@ -80,6 +80,48 @@ def test_a_perfect_evaluation_plays_more_episodes_until_one_falls_short(obs_norm
     ended = config.replace(eval_max_steps=limit)
     assert evaluation_lengths(actor, env, ended, ended=lambda: True) == [limit, limit]
     env.close()
+
+
+def test_an_evaluation_can_no_longer_reach_the_best_once_every_episode_left_at_the_limit_falls_short():
+    # 20 episodes of up to 500 steps, the best so far 490: 9,800 steps in all to reach it.
+    assert not cannot_reach([300], 20, 500, 490.0)  # 300 + 19 x 500 = 9,800: a tie, go on
+    assert cannot_reach([299], 20, 500, 490.0)  # 9,799 steps at most: below the best
+    assert not cannot_reach([500] * 19 + [300], 20, 500, 490.0)  # its mean is 490
+    assert cannot_reach([500] * 19 + [299], 20, 500, 490.0)  # 489.95
+    assert not cannot_reach([8], 20, 500, -math.inf)  # the run's first evaluation
+    assert cannot_reach([499], 20, 500, 500.0)  # only a perfect evaluation reaches 500
+
+
+def test_an_evaluation_stops_once_it_cannot_beat_the_best_so_far(obs_norm):
+    """An untrained agent's episodes are short: with the best set so that the first episode
+    and 4 perfect ones would tie it, the evaluation stops after the second episode."""
+    config = config_for_mode("smoke").replace(eval_episodes=5, eval_max_steps=500)
+    env = make_env(obs_norm=obs_norm)
+    torch.manual_seed(0)
+    actor = make_model(env, config).actor
+    free = episode_lengths(actor, env, list(range(EVAL_SEED, EVAL_SEED + 5)), 500)
+    assert max(free) < 500  # (precondition: an untrained agent fails every episode)
+    tie_after_one = (free[0] + 4 * 500) / 5
+    assert evaluation_lengths(actor, env, config, to_beat=tie_after_one) == free[:2]
+    # A best that all five episodes tie, or none so far: every episode is played.
+    assert evaluation_lengths(actor, env, config, to_beat=sum(free) / 5) == free
+    assert evaluation_lengths(actor, env, config) == free
+    env.close()
+
+
+def test_a_snapshot_that_cannot_beat_the_best_is_logged_with_the_episodes_it_played(
+    obs_norm, tmp_path
+):
+    config, params, log, best = setup(obs_norm, tmp_path, 500, [32])
+    # a best that an untrained agent cannot beat
+    best = {"eval": 499.0, "frames": 0, "params": params}
+    with Evaluator(config, obs_norm) as evaluator:
+        evaluations = Evaluations(log, evaluator, best, max_steps=500)
+        evaluations.add(32, params)
+        assert evaluations.collect(wait=True)
+    [row] = read_log(tmp_path / "log.csv")
+    assert row["eval_played"] == 1 and row["eval_mean"] < 499  # stopped after its first episode
+    assert evaluations.best is best  # and not kept
 
 
 def test_a_busy_evaluator_gets_only_the_newest_waiting_snapshot(obs_norm, tmp_path):

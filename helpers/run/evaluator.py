@@ -9,6 +9,7 @@ the same fixed seeds, the same episodes, the same parameters.
 
 from __future__ import annotations
 
+import math
 import os
 import queue
 import traceback
@@ -35,7 +36,7 @@ class EvaluatorError(Exception):
 class Evaluator:
     """Evaluate parameter snapshots in a worker process, first sent, first returned.
 
-    `submit(frames, params)` hands over a snapshot and returns at once; `results()` gives the
+    `submit(frames, params, to_beat)` hands over a snapshot and returns at once; `results()` gives the
     `(frames, lengths)` of the snapshots evaluated since the last call (`wait=True`: of every
     snapshot sent). Use it as a context manager, which stops the process.
     """
@@ -61,9 +62,13 @@ class Evaluator:
             )
             self.process.start()
 
-    def submit(self, frames: int, params: dict[str, torch.Tensor]) -> None:
-        """Evaluate `params` (flat, on the CPU, not changed afterwards), the agent at `frames`."""
-        self._tasks.put((frames, params))
+    def submit(
+        self, frames: int, params: dict[str, torch.Tensor], to_beat: float = -math.inf
+    ) -> None:
+        """Evaluate `params` (flat, on the CPU, not changed afterwards), the agent at `frames`;
+        the evaluation stops once its mean cannot reach `to_beat`, the best one so far
+        (`evaluation_lengths`)."""
+        self._tasks.put((frames, params, to_beat))
         self.pending.append(frames)
 
     def training_ended(self) -> None:
@@ -127,7 +132,9 @@ class Evaluations:
     that evaluations never pile up behind a training that outruns them. `best` is the
     best-evaluated snapshot so far: ties go to the longer-trained, parameters that diverged
     (NaN or inf) are never kept, and once an agent has played every evaluation episode to
-    `max_steps`, no later one can beat it: later snapshots are not evaluated.
+    `max_steps`, no later one can beat it: later snapshots are not evaluated. An evaluation
+    stops as soon as it can no longer reach `best` (`evaluation_lengths`): the row's
+    `eval_played` says how many episodes it played, and its mean is theirs.
     """
 
     def __init__(self, log: CsvLog, evaluator: Evaluator, best: dict, max_steps: int) -> None:
@@ -176,7 +183,8 @@ class Evaluations:
     def _start(self) -> None:
         """Hand the waiting snapshot to the evaluator if it is free."""
         if self.waiting is not None and not self.evaluator.pending:
-            self.evaluator.submit(self.waiting, self.snapshots[self.waiting])
+            to_beat = self.best["eval"]  # (it cannot change before this evaluation is back)
+            self.evaluator.submit(self.waiting, self.snapshots[self.waiting], to_beat)
             self.waiting = None
 
 
@@ -192,11 +200,12 @@ def _serve(tasks, done, ended, config: dict, obs_norm: dict, parent: int) -> Non
         actor = make_model(env, config, torch.device("cpu")).actor
         params = TensorDict.from_module(actor)
         while (task := _next_task(tasks, parent)) is not None:
-            frames, snapshot = task
+            frames, snapshot, to_beat = task
             # (no finiteness check: a diverged snapshot is evaluated and reported as it plays)
             with torch.no_grad():
                 params.update_(TensorDict(snapshot).unflatten_keys("."))
-            done.put((frames, evaluation_lengths(actor, env, config, ended.is_set)))
+            lengths = evaluation_lengths(actor, env, config, ended.is_set, to_beat)
+            done.put((frames, lengths))
         env.close()
     except Exception:
         done.put(traceback.format_exc())

@@ -17,7 +17,9 @@ LOG_COLUMNS = (
     "train_episode_length",  # mean length of the training episodes that ended in this batch
     "eval_mean",  # mean steps of the evaluation's greedy episodes (empty between evaluations)
     "eval_std",  # their standard deviation
-    "eval_played",  # episodes it played: eval_episodes, or more to confirm a perfect one
+    # episodes it played: eval_episodes, more to confirm a perfect one, fewer once it could
+    # no longer beat the run's best (helpers.evaluation.evaluation_lengths)
+    "eval_played",
     "seconds",  # wall time since the run started
 )
 
