@@ -26,6 +26,7 @@ No notebook teaches the two subpackages, which hold the tooling around the lesso
 """
 
 import os
+import sys
 
 # OpenMP threads that finish a parallel region spin for a while before sleeping. On a small
 # machine they take the cores the environment workers need: make them sleep at once. (Read
@@ -40,5 +41,21 @@ os.environ.setdefault("SDL_NO_SIGNAL_HANDLERS", "1")
 # torchrl logs to stdout by default, which would mix its lines into `bench --json` and
 # `evaluate --json`: send them to stderr (read when torchrl is imported).
 os.environ.setdefault("TORCHRL_CONSOLE_STREAM", "stderr")
+
+# torchrl imports Ray wherever Ray is installed, for features the course does not use. With the
+# course's packages that import takes 2 to 3 s in every process that imports torchrl (a
+# notebook's kernel, the training, its collector and evaluator, the final evaluation's workers)
+# and tens of MB in each (docs/speed-and-memory.md). Only the sweeps use Ray, and they ask for it
+# (`allow_ray`). A module that is None in sys.modules counts as not installed for
+# `importlib.util.find_spec`, which torchrl asks; a process that has imported Ray keeps it.
+sys.modules.setdefault("ray", None)
+
+
+def allow_ray() -> None:
+    """Let `import ray` work in this process (`python -m helpers sweep`); torchrl's modules
+    imported before this call still go without Ray, which the course does not need."""
+    if "ray" in sys.modules and sys.modules["ray"] is None:
+        del sys.modules["ray"]
+
 
 __version__ = "0.1.0"

@@ -13,11 +13,13 @@ import psutil
 import pytest
 from clitools import cli, in_ci, start_cli, wait_until
 
+from helpers import allow_ray
 from helpers.commands.sweep import plan_sweep
 from helpers.run.logs import read_log
 
 pytestmark = pytest.mark.slow  # left out of the quick lane (make check)
 
+allow_ray()  # (helpers hides Ray from torchrl)
 try:
     import ray  # noqa: F401
 except ImportError:

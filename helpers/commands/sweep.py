@@ -23,6 +23,7 @@ from pathlib import Path
 
 import matplotlib.pyplot as plt
 
+from helpers import allow_ray
 from helpers.config import config_for_mode, get_mode
 from helpers.losses import check_target
 from helpers.results import (
@@ -228,6 +229,7 @@ def _wait_all(ray, pending: dict) -> None:
 def _start_ray(address: str | None, num_cpus: int | None):
     """Ray, connected to the cluster at `address` or started on this machine with `num_cpus`
     CPUs (default: all of them)."""
+    allow_ray()  # (hidden from torchrl by helpers/__init__.py)
     try:
         import ray
     except ImportError:
