@@ -27,6 +27,7 @@ ROOT = Path(__file__).resolve().parent.parent
 README = ROOT / "README.md"
 RECIPE_AND_RESULTS = ROOT / "docs" / "recipe-and-results.md"
 COMMAND_LINE = ROOT / "docs" / "command-line.md"
+EARLIER = ROOT / "results" / "earlier-recipe"  # runs that were once the reference runs
 
 
 def write_run(
@@ -240,14 +241,14 @@ def test_the_seeds_11_to_15_and_screening_tables_say_what_their_runs_measured():
 def test_the_confirmed_evaluations_table_says_what_its_runs_measured():
     """results/levers/README.md's table of the recipe with perfect evaluations confirmed: final
     means, the kept agent (the best evaluation, a tie going to the later), frames, crossing of
-    490 and wall minutes are the ones in the runs' folders (since moved to results/runs/, the
-    course's reference runs of workshop mode's TD(lambda))."""
+    490 and wall minutes are the ones in the runs' folders (since moved to results/runs/, then
+    to results/earlier-recipe/slower-host/ when the same seeds were run again)."""
     levers = ROOT / "results" / "levers"
     readme = (levers / "README.md").read_text()
     rows = _table_rows(readme, "| seed | final mean over 100 test episodes (min–max) | kept agent")
     assert [r[0] for r in rows] == ["11", "12", "13", "14", "15"]
     for cells in rows:
-        folder = RESULTS_DIR / f"workshop-td-lambda-seed{cells[0]}"
+        folder = EARLIER / "slower-host" / f"workshop-td-lambda-seed{cells[0]}"
         final = json.loads((folder / "evaluation.json").read_text())
         assert final["episodes"] == 100
         assert cells[1] == f"{final['mean']:.1f} ({final['min']}–{final['max']})"
