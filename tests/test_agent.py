@@ -17,6 +17,7 @@ from helpers.config import config_for_mode
 from helpers.evaluation import (
     EVAL_SEED,
     TEST_SEED,
+    episode_length,
     episode_stats,
     evaluate_checkpoint,
     play_episode,
@@ -100,8 +101,13 @@ def test_evaluation_seeds_and_workers(checkpoint):
     agent = load_agent(checkpoint)
     env = agent.make_env()
     by_hand = [play_episode(agent.policy, env, seed=s).numel() for s in (7, 8, 9, 10)]
+    # (the evaluations count steps without keeping them: the same lengths, cut ones included)
+    cut = min(by_hand) - 1
+    counted = [episode_length(agent.policy, env, cut, s) for s in (7, 8)]
+    kept = [play_episode(agent.policy, env, cut, s).numel() for s in (7, 8)]
     env.close()
     assert one["lengths"] == by_hand
+    assert counted == kept == [cut, cut]
     assert TEST_SEED - EVAL_SEED >= 1_000  # the two seed sets never overlap at these sizes
 
 
