@@ -50,8 +50,8 @@ def episode_length(
 
     An evaluation needs only how long each episode lasted: stepping the environment by hand
     and dropping each step once the next one is made skips the rollout's stacking of 500
-    steps of frames at the end, about a tenth of an evaluation's time (the steps, seeds and
-    actions are the same: tests/test_agent.py).
+    steps of frames at the end, about a tenth of an evaluation's time (tests/test_agent.py
+    checks the lengths against `play_episode`'s, cut ones included).
     """
     if seed is not None:
         env.set_seed(seed)
