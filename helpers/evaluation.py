@@ -14,6 +14,7 @@ import signal
 import statistics
 from collections.abc import Callable
 from multiprocessing import get_context
+from multiprocessing.connection import Connection
 from pathlib import Path
 
 import torch
@@ -27,8 +28,10 @@ from helpers.config import (  # noqa: F401 (EVAL_SEED: notebook 04 reads it here
     TEST_SEED,
     Config,
 )
+from helpers.machine import torch_threads
 from helpers.run.checkpoints import CHECKPOINT_FILE
 from helpers.run.folder import EVALUATION_FILE
+from helpers.run.workers import WorkerDiedError
 
 MAX_EPISODE_SEED = 2**32 - 1  # numpy's seeds, which gymnasium's environments take
 
@@ -136,16 +139,52 @@ def _agent_lengths(agent, seeds: list[int], max_steps: int) -> list[int]:
         env.close()
 
 
-def _init_worker() -> None:
-    """An evaluation worker: one torch thread (the processes share the cores); Ctrl+C left to
-    the main process (SIGTERM stays: it is how the pool stops its workers)."""
+def _worker(path: str, seeds: list[int], max_steps: int, conn: Connection) -> None:
+    """An evaluation worker process: one torch thread (the processes share the cores), Ctrl+C
+    left to the main process; sends back the lengths of `seeds`, or the error that stopped it."""
     torch.set_num_threads(1)
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    try:
+        conn.send(("lengths", _agent_lengths(load_agent(path), seeds, max_steps)))
+    except Exception as error:  # noqa: BLE001 (the main process raises it)
+        conn.send(("error", error))
 
 
-def _checkpoint_lengths(path: str, seeds: list[int], max_steps: int) -> list[int]:
-    """`_agent_lengths` of a checkpoint's agent (what each worker process runs)."""
-    return _agent_lengths(load_agent(path), seeds, max_steps)
+def _shared_lengths(agent, path: str, shares: list[list[int]], max_steps: int) -> list[list[int]]:
+    """The lengths of each share of seeds: this process plays the first, one spawned worker
+    each of the others. A worker that ends without answering (killed, out of memory) raises
+    WorkerDiedError once this process has played its share; leaving, for whatever reason, ends
+    every worker."""
+    context = get_context("spawn")
+    workers = []
+    try:
+        for share in shares[1:]:
+            ours, theirs = context.Pipe(duplex=False)
+            process = context.Process(target=_worker, args=(path, share, max_steps, theirs))
+            process.start()
+            theirs.close()
+            workers.append((process, ours))
+        with torch_threads(1):  # (one core each, as the workers)
+            parts = [_agent_lengths(agent, shares[0], max_steps)]
+        for process, conn in workers:
+            try:  # (the pipe's end: the worker holds its only other end)
+                kind, value = conn.recv()
+            except EOFError:
+                raise WorkerDiedError(
+                    f"An evaluation worker (pid {process.pid}) ended before it sent its "
+                    "episodes (killed, or out of memory?); nothing was written: run the command again "
+                    "(train: add --resume, which only evaluates)."
+                ) from None
+            if kind == "error":
+                raise value
+            parts.append(value)
+        return parts
+    finally:
+        for process, conn in workers:
+            if process.is_alive():
+                process.terminate()
+            process.join()
+            conn.close()
 
 
 def evaluate_checkpoint(
@@ -179,20 +218,9 @@ def evaluate_checkpoint(
         lengths = _agent_lengths(agent, seeds, max_steps)
     else:
         shares = [seeds[i::workers] for i in range(workers)]
-        # This process plays the first share while `workers - 1` others start and play the
-        # rest: it has the agent loaded already, and a worker takes seconds to import torch.
-        # A terminal's Ctrl+C reaches the workers too: they ignore it, and leaving the
-        # block (after an interrupt of the main process too) terminates them.
-        with get_context("spawn").Pool(workers - 1, initializer=_init_worker) as pool:
-            others = pool.starmap_async(
-                _checkpoint_lengths, [(str(path), share, max_steps) for share in shares[1:]]
-            )
-            threads = torch.get_num_threads()
-            torch.set_num_threads(1)  # (one core each, as the workers)
-            try:
-                parts = [_agent_lengths(agent, shares[0], max_steps), *others.get()]
-            finally:
-                torch.set_num_threads(threads)
+        # This process plays the first share while the workers start (a worker takes seconds
+        # to import torch) and play the rest.
+        parts = _shared_lengths(agent, str(path), shares, max_steps)
         by_seed = {s: n for share, part in zip(shares, parts) for s, n in zip(share, part)}
         lengths = [by_seed[s] for s in seeds]
     return {"checkpoint": str(path), "seed": seed, **episode_stats(lengths)}

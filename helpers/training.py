@@ -25,7 +25,7 @@ from helpers.loop import (
     make_update,
 )
 from helpers.losses import check_target, make_loss
-from helpers.machine import get_device
+from helpers.machine import get_device, torch_threads
 from helpers.models import make_model
 from helpers.normalization import compute_norm_constants
 from helpers.replay import check_free_space, check_replay_settings, open_replay
@@ -218,9 +218,7 @@ def _train(
     finished = False
     collector = evaluator = None
     stored = config.init_random_frames if len(replay) else 0  # (a resumed run's memory)
-    threads = torch.get_num_threads()
-    torch.set_num_threads(learner_threads())
-    with StopOnInterrupt() as stop:
+    with torch_threads(learner_threads()), StopOnInterrupt() as stop:
         try:
             collector = make_collector(config, model.policy_explore, obs_norm, remaining, device)
             evaluator = Evaluator(config, obs_norm)
@@ -282,7 +280,6 @@ def _train(
             raise died from None
         finally:
             stop.shield()
-            torch.set_num_threads(threads)
             try:
                 if evaluator is not None:  # (an evaluation still running is dropped)
                     evaluator.close()

@@ -96,7 +96,13 @@ def test_evaluate_json_is_consistent(checkpoint):
 def test_evaluation_seeds_and_workers(checkpoint):
     # Episode i is played on seed seed+i whatever the number of processes sharing them.
     one = evaluate_checkpoint(checkpoint, episodes=4, seed=7, workers=1)
-    two = evaluate_checkpoint(checkpoint, episodes=4, seed=7, workers=2)
+    threads = torch.get_num_threads()
+    torch.set_num_threads(2)  # (this process plays its share with one, then sets them back)
+    try:
+        two = evaluate_checkpoint(checkpoint, episodes=4, seed=7, workers=2)
+        assert torch.get_num_threads() == 2
+    finally:
+        torch.set_num_threads(threads)
     assert one["lengths"] == two["lengths"]
     agent = load_agent(checkpoint)
     env = agent.make_env()

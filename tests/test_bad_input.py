@@ -18,10 +18,10 @@ from pathlib import Path
 import psutil
 import pytest
 import torch
-from clitools import cli, start_cli
+from clitools import cli, start_cli, stop_leftovers, wait_until
 
 from helpers.commands.cli import main
-from helpers.run.checkpoints import check_manifest
+from helpers.run.checkpoints import AGENT_FILE, SHIPPED_DIR, check_manifest
 from helpers.run.logs import read_log
 from helpers.run.workers import worker_processes
 
@@ -264,6 +264,38 @@ def test_the_killed_run_resumes(runs, tmp_path):
     result = cli(*TRAIN, *frames, "--resume", "--out", str(copy))
     assert result.returncode == 0, result.stderr[-2000:]
     assert rows(copy) == batches + 3
+
+
+@pytest.mark.slow
+def test_a_killed_evaluation_worker_ends_evaluate_with_one_line():
+    # This process plays 5 of the 10 episodes while a spawned worker plays the other 5; the
+    # worker is killed as soon as it exists. A multiprocessing.Pool would replace it without
+    # its task and wait forever: the command must end, say so in one line and leave nothing.
+    agent = SHIPPED_DIR / "td-lambda" / AGENT_FILE
+    proc = start_cli("evaluate", "--checkpoint", str(agent), "--episodes", "10", "--workers", "2")
+    wait_until(
+        lambda: any(
+            "spawn_main" in " ".join(p.cmdline()) for p in psutil.Process(proc.pid).children()
+        ),
+        60,
+        "the evaluation worker to start",
+    )
+    worker = next(
+        p for p in psutil.Process(proc.pid).children() if "spawn_main" in " ".join(p.cmdline())
+    )
+    worker.kill()
+    try:
+        out, err = proc.communicate(timeout=120)
+    except subprocess.TimeoutExpired:
+        stop_leftovers()
+        pytest.fail("evaluate did not end after its worker was killed")
+    assert proc.returncode == 2 and out == "", err[-2000:]
+    assert err.strip().splitlines() == [
+        f"error: An evaluation worker (pid {worker.pid}) ended before it sent its episodes "
+        "(killed, or out of memory?); nothing was written: run the command again "
+        "(train: add --resume, which only evaluates)."
+    ]
+    assert not psutil.pid_exists(worker.pid)  # (ended and reaped)
 
 
 def copy(source: Path, dest: Path) -> Path:

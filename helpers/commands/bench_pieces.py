@@ -20,6 +20,7 @@ from helpers.frame_replay import FrameReplay
 from helpers.learner_functions import use_your_target
 from helpers.loop import gradient_step, learner_threads, make_optimizer
 from helpers.losses import make_loss
+from helpers.machine import torch_threads
 from helpers.models import make_model
 from helpers.normalization import make_normalizer
 from helpers.replay import scratch_dir
@@ -47,19 +48,17 @@ def env_rates(obs_norm: dict, steps: int = 300, repeats: int = 3) -> dict:
     """Raw pixel env vs the transformed env, uint8 (the course's) and float32 (the tutorial's)
     pipelines; random actions, one torch thread, as in a collector's process (torchrl gives
     each one thread)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
     envs = {
         "raw": make_base_env(),
         "uint8": make_env(obs_norm=obs_norm),
         "float32": make_env(obs_norm=obs_norm, pipeline="float32"),
     }
     try:
-        rates = {name: steps_per_second(env, steps, repeats) for name, env in envs.items()}
+        with torch_threads(1):
+            rates = {name: steps_per_second(env, steps, repeats) for name, env in envs.items()}
     finally:
         for env in envs.values():
             env.close()
-        torch.set_num_threads(threads)
     return {
         "raw_steps_per_s": rates["raw"],
         "transformed_steps_per_s": rates["uint8"],
@@ -149,7 +148,10 @@ def learner_times(obs_norm: dict, config: Config, steps: int = 20) -> dict:
     (loss, backward, clip, Adam, target update). Milliseconds, medians of 3 rounds."""
     model, rollout = _random_play(obs_norm, config)
     step = _step_function(model.actor, config, "td-lambda", {})
-    with _learner_threads(), _filled_memory(obs_norm, config, rollout, "td-lambda") as replay:
+    with (
+        torch_threads(learner_threads()),
+        _filled_memory(obs_norm, config, rollout, "td-lambda") as replay,
+    ):
         samples = [replay.sample() for _ in range(steps)]
         return {
             "sample_ms": _median_ms(lambda: [replay.sample() for _ in range(steps)]) / steps,
@@ -182,7 +184,10 @@ def your_step_times(obs_norm: dict, config: Config, yours: dict, rounds: int = 5
             "course": _step_function(model.actor, config, target, {}),
             "yours": _step_function(model.actor, config, target, functions),
         }
-        with _learner_threads(), _filled_memory(obs_norm, config, rollout, target) as replay:
+        with (
+            torch_threads(learner_threads()),
+            _filled_memory(obs_norm, config, rollout, target) as replay,
+        ):
             samples = [replay.sample() for _ in range(10)]
             times = {name: [] for name in steps}
             for _ in range(rounds):
@@ -201,17 +206,6 @@ def _random_play(obs_norm: dict, config: Config) -> tuple:
     rollout = numbered_rollout(env, 1_600, model.policy_explore)
     env.close()
     return model, rollout
-
-
-@contextlib.contextmanager
-def _learner_threads() -> Iterator[None]:
-    """Torch's threads set as `train`'s learner has them, for the block."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(learner_threads())
-    try:
-        yield
-    finally:
-        torch.set_num_threads(threads)
 
 
 @contextlib.contextmanager
