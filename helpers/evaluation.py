@@ -12,16 +12,18 @@ import math
 import os
 import signal
 import statistics
+import traceback
 from collections.abc import Callable
 from multiprocessing import get_context
 from multiprocessing.connection import Connection
+from multiprocessing.process import BaseProcess
 from pathlib import Path
 
 import torch
 from tensordict import TensorDictBase
 from torchrl.envs import EnvBase, ExplorationType, set_exploration_type
 
-from helpers.agents import load_agent
+from helpers.agents import Agent, load_agent
 from helpers.config import (  # noqa: F401 (EVAL_SEED: notebook 04 reads it here)
     EVAL_SEED,
     MAX_STEPS,
@@ -141,26 +143,34 @@ def _agent_lengths(agent, seeds: list[int], max_steps: int) -> list[int]:
 
 def _worker(path: str, seeds: list[int], max_steps: int, conn: Connection) -> None:
     """An evaluation worker process: one torch thread (the processes share the cores), Ctrl+C
-    left to the main process; sends back the lengths of `seeds`, or the error that stopped it."""
+    left to the main process; sends back the lengths of `seeds`, or the error that stopped it
+    (with its traceback as a note, for the main process to show)."""
     torch.set_num_threads(1)
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     try:
         conn.send(("lengths", _agent_lengths(load_agent(path), seeds, max_steps)))
-    except Exception as error:  # noqa: BLE001 (the main process raises it)
-        conn.send(("error", error))
+    except Exception as error:
+        error.add_note(f"In evaluation worker {os.getpid()}:\n{traceback.format_exc()}")
+        try:
+            conn.send(("error", error))
+        except Exception:  # (an error that does not pickle)
+            conn.send(("error", RuntimeError(traceback.format_exc())))
 
 
-def _shared_lengths(agent, path: str, shares: list[list[int]], max_steps: int) -> list[list[int]]:
+def _shared_lengths(
+    agent: Agent, path: str, shares: list[list[int]], max_steps: int
+) -> list[list[int]]:
     """The lengths of each share of seeds: this process plays the first, one spawned worker
     each of the others. A worker that ends without answering (killed, out of memory) raises
     WorkerDiedError once this process has played its share; leaving, for whatever reason, ends
     every worker."""
     context = get_context("spawn")
-    workers = []
+    workers: list[tuple[BaseProcess, Connection]] = []
     try:
         for share in shares[1:]:
             ours, theirs = context.Pipe(duplex=False)
-            process = context.Process(target=_worker, args=(path, share, max_steps, theirs))
+            args = (path, share, max_steps, theirs)
+            process = context.Process(target=_worker, args=args, daemon=True)
             process.start()
             theirs.close()
             workers.append((process, ours))
@@ -172,8 +182,8 @@ def _shared_lengths(agent, path: str, shares: list[list[int]], max_steps: int) -
             except EOFError:
                 raise WorkerDiedError(
                     f"An evaluation worker (pid {process.pid}) ended before it sent its "
-                    "episodes (killed, or out of memory?); nothing was written: run the command again "
-                    "(train: add --resume, which only evaluates)."
+                    "episodes (killed, or out of memory?); nothing was written: run the "
+                    "command again (train: add --resume, which only evaluates)."
                 ) from None
             if kind == "error":
                 raise value
@@ -181,9 +191,10 @@ def _shared_lengths(agent, path: str, shares: list[list[int]], max_steps: int) -
         return parts
     finally:
         for process, conn in workers:
+            process.join(timeout=1)  # (one that has answered is ending)
             if process.is_alive():
                 process.terminate()
-            process.join()
+                process.join()
             conn.close()
 
 

@@ -22,6 +22,7 @@ from helpers.evaluation import (
     evaluate_checkpoint,
     play_episode,
 )
+from helpers.machine import torch_threads
 from helpers.run.checkpoints import AGENT_FILE, SHIPPED_DIR, CheckpointError
 from helpers.video import RAW_KEY, keep_raw_frames, write_video
 
@@ -96,13 +97,9 @@ def test_evaluate_json_is_consistent(checkpoint):
 def test_evaluation_seeds_and_workers(checkpoint):
     # Episode i is played on seed seed+i whatever the number of processes sharing them.
     one = evaluate_checkpoint(checkpoint, episodes=4, seed=7, workers=1)
-    threads = torch.get_num_threads()
-    torch.set_num_threads(2)  # (this process plays its share with one, then sets them back)
-    try:
+    with torch_threads(2):  # (this process plays its share with one, then sets them back)
         two = evaluate_checkpoint(checkpoint, episodes=4, seed=7, workers=2)
         assert torch.get_num_threads() == 2
-    finally:
-        torch.set_num_threads(threads)
     assert one["lengths"] == two["lengths"]
     agent = load_agent(checkpoint)
     env = agent.make_env()

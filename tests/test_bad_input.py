@@ -266,36 +266,38 @@ def test_the_killed_run_resumes(runs, tmp_path):
     assert rows(copy) == batches + 3
 
 
+def spawned_children(pid: int) -> list[psutil.Process]:
+    """The multiprocessing workers that process `pid` has spawned, those alive now."""
+    found = []
+    for child in psutil.Process(pid).children():
+        with contextlib.suppress(psutil.Error):
+            if "spawn_main" in " ".join(child.cmdline()):
+                found.append(child)
+    return found
+
+
 @pytest.mark.slow
 def test_a_killed_evaluation_worker_ends_evaluate_with_one_line():
-    # This process plays 5 of the 10 episodes while a spawned worker plays the other 5; the
-    # worker is killed as soon as it exists. A multiprocessing.Pool would replace it without
-    # its task and wait forever: the command must end, say so in one line and leave nothing.
+    # This process plays 4 of the 12 episodes while two spawned workers play 4 each; one worker
+    # is killed as soon as both exist. A multiprocessing.Pool would replace it without its task
+    # and wait forever: the command must end, say so in one line and leave no worker behind.
     agent = SHIPPED_DIR / "td-lambda" / AGENT_FILE
-    proc = start_cli("evaluate", "--checkpoint", str(agent), "--episodes", "10", "--workers", "2")
-    wait_until(
-        lambda: any(
-            "spawn_main" in " ".join(p.cmdline()) for p in psutil.Process(proc.pid).children()
-        ),
-        60,
-        "the evaluation worker to start",
-    )
-    worker = next(
-        p for p in psutil.Process(proc.pid).children() if "spawn_main" in " ".join(p.cmdline())
-    )
-    worker.kill()
+    proc = start_cli("evaluate", "--checkpoint", str(agent), "--episodes", "12", "--workers", "3")
+    wait_until(lambda: len(spawned_children(proc.pid)) == 2, 60, "the two workers to start")
+    killed, other = spawned_children(proc.pid)
+    killed.kill()
     try:
         out, err = proc.communicate(timeout=120)
     except subprocess.TimeoutExpired:
         stop_leftovers()
-        pytest.fail("evaluate did not end after its worker was killed")
+        pytest.fail("evaluate did not end after one of its workers was killed")
     assert proc.returncode == 2 and out == "", err[-2000:]
     assert err.strip().splitlines() == [
-        f"error: An evaluation worker (pid {worker.pid}) ended before it sent its episodes "
+        f"error: An evaluation worker (pid {killed.pid}) ended before it sent its episodes "
         "(killed, or out of memory?); nothing was written: run the command again "
         "(train: add --resume, which only evaluates)."
     ]
-    assert not psutil.pid_exists(worker.pid)  # (ended and reaped)
+    assert not killed.is_running() and not other.is_running()
 
 
 def copy(source: Path, dest: Path) -> Path:

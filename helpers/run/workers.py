@@ -57,7 +57,8 @@ def stop_workers(keep: set[int] = frozenset(), timeout: float = 10.0) -> list[in
 
 
 class WorkerDiedError(ChildProcessError):
-    """A worker process (the collector's, the evaluator's) ended while the run still needed it."""
+    """A worker process (the collector's, the evaluator's, a final evaluation's) ended while it
+    was still needed."""
 
 
 class WorkerGone(BaseException):  # noqa: N818 (an interruption, like KeyboardInterrupt)
