@@ -189,6 +189,16 @@ def evaluated(folder: Path) -> bool:
     return torch.load(folder / "checkpoint.pt", weights_only=True)["best_params"] is not None
 
 
+def spawned_children(pid: int) -> list[psutil.Process]:
+    """The multiprocessing workers that process `pid` has spawned, those alive now."""
+    found = []
+    for child in psutil.Process(pid).children():
+        with contextlib.suppress(psutil.Error):
+            if "spawn_main" in " ".join(child.cmdline()):
+                found.append(child)
+    return found
+
+
 def killed_run(out: Path, which: int) -> tuple[int, float, str]:
     """Start a smoke TD(0) run, kill one of its spawned processes once it has 20 rows and a
     checkpoint with an evaluated agent (0: the collector's worker, started first; 1: the
@@ -198,8 +208,7 @@ def killed_run(out: Path, which: int) -> tuple[int, float, str]:
     while rows(out) < 20 or not (out / "checkpoint.pt").exists() or not evaluated(out):
         assert proc.poll() is None and time.monotonic() < deadline, proc.communicate()
         time.sleep(0.2)
-    children = psutil.Process(proc.pid).children()
-    spawned = [p for p in children if "spawn_main" in " ".join(p.cmdline())]
+    spawned = spawned_children(proc.pid)
     assert len(spawned) == 2  # the collector's worker and the evaluator
     sorted(spawned, key=lambda p: p.create_time())[which].kill()
     killed = time.monotonic()
@@ -264,16 +273,6 @@ def test_the_killed_run_resumes(runs, tmp_path):
     result = cli(*TRAIN, *frames, "--resume", "--out", str(copy))
     assert result.returncode == 0, result.stderr[-2000:]
     assert rows(copy) == batches + 3
-
-
-def spawned_children(pid: int) -> list[psutil.Process]:
-    """The multiprocessing workers that process `pid` has spawned, those alive now."""
-    found = []
-    for child in psutil.Process(pid).children():
-        with contextlib.suppress(psutil.Error):
-            if "spawn_main" in " ".join(child.cmdline()):
-                found.append(child)
-    return found
 
 
 @pytest.mark.slow
