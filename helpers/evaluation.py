@@ -14,7 +14,6 @@ import signal
 import statistics
 import traceback
 from collections.abc import Callable
-from multiprocessing import get_context
 from multiprocessing.connection import Connection
 from multiprocessing.process import BaseProcess
 from pathlib import Path
@@ -33,7 +32,7 @@ from helpers.config import (  # noqa: F401 (EVAL_SEED: notebook 04 reads it here
 from helpers.machine import torch_threads
 from helpers.run.checkpoints import CHECKPOINT_FILE
 from helpers.run.folder import EVALUATION_FILE
-from helpers.run.workers import WorkerDiedError
+from helpers.run.workers import WorkerDiedError, worker_context
 
 MAX_EPISODE_SEED = 2**32 - 1  # numpy's seeds, which gymnasium's environments take
 
@@ -160,11 +159,11 @@ def _worker(path: str, seeds: list[int], max_steps: int, conn: Connection) -> No
 def _shared_lengths(
     agent: Agent, path: str, shares: list[list[int]], max_steps: int
 ) -> list[list[int]]:
-    """The lengths of each share of seeds: this process plays the first, one spawned worker
+    """The lengths of each share of seeds: this process plays the first, one worker process
     each of the others. A worker that ends without answering (killed, out of memory) raises
     WorkerDiedError once this process has played its share; leaving, for whatever reason, ends
     every worker."""
-    context = get_context("spawn")
+    context = worker_context()
     workers: list[tuple[BaseProcess, Connection]] = []
     try:
         for share in shares[1:]:
@@ -229,8 +228,8 @@ def evaluate_checkpoint(
         lengths = _agent_lengths(agent, seeds, max_steps)
     else:
         shares = [seeds[i::workers] for i in range(workers)]
-        # This process plays the first share while the workers start (a worker takes seconds
-        # to import torch) and play the rest.
+        # This process plays the first share while the workers start (in a fraction of a
+        # second once the fork server runs: helpers.run.workers.worker_context) and play the rest.
         parts = _shared_lengths(agent, str(path), shares, max_steps)
         by_seed = {s: n for share, part in zip(shares, parts) for s, n in zip(share, part)}
         lengths = [by_seed[s] for s in seeds]

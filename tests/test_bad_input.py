@@ -189,18 +189,8 @@ def evaluated(folder: Path) -> bool:
     return torch.load(folder / "checkpoint.pt", weights_only=True)["best_params"] is not None
 
 
-def spawned_children(pid: int) -> list[psutil.Process]:
-    """The multiprocessing workers that process `pid` has spawned, those alive now."""
-    found = []
-    for child in psutil.Process(pid).children():
-        with contextlib.suppress(psutil.Error):
-            if "spawn_main" in " ".join(child.cmdline()):
-                found.append(child)
-    return found
-
-
 def killed_run(out: Path, which: int) -> tuple[int, float, str]:
-    """Start a smoke TD(0) run, kill one of its spawned processes once it has 20 rows and a
+    """Start a smoke TD(0) run, kill one of its worker processes once it has 20 rows and a
     checkpoint with an evaluated agent (0: the collector's worker, started first; 1: the
     evaluator); the exit code, the seconds it took to end and its stderr."""
     proc = start_cli(*TRAIN, "--frames", "20000", "--out", str(out))
@@ -208,9 +198,9 @@ def killed_run(out: Path, which: int) -> tuple[int, float, str]:
     while rows(out) < 20 or not (out / "checkpoint.pt").exists() or not evaluated(out):
         assert proc.poll() is None and time.monotonic() < deadline, proc.communicate()
         time.sleep(0.2)
-    spawned = spawned_children(proc.pid)
-    assert len(spawned) == 2  # the collector's worker and the evaluator
-    sorted(spawned, key=lambda p: p.create_time())[which].kill()
+    workers = worker_processes(proc.pid)
+    assert len(workers) == 2  # the collector's worker and the evaluator
+    sorted(workers, key=lambda p: p.create_time())[which].kill()
     killed = time.monotonic()
     try:
         _, err = proc.communicate(timeout=60)
@@ -260,7 +250,7 @@ def test_a_killed_worker_ends_the_run_in_seconds_with_a_consistent_folder(
     left = [
         p
         for p in psutil.process_iter(["cmdline"])
-        if "spawn_main" in " ".join(p.info["cmdline"] or []) and p.ppid() == 1
+        if "multiprocessing" in " ".join(p.info["cmdline"] or []) and p.ppid() == 1
     ]
     assert not left  # no orphaned worker
 
@@ -277,13 +267,13 @@ def test_the_killed_run_resumes(runs, tmp_path):
 
 @pytest.mark.slow
 def test_a_killed_evaluation_worker_ends_evaluate_with_one_line():
-    # This process plays 4 of the 12 episodes while two spawned workers play 4 each; one worker
+    # This process plays 4 of the 12 episodes while two worker processes play 4 each; one worker
     # is killed as soon as both exist. A multiprocessing.Pool would replace it without its task
     # and wait forever: the command must end, say so in one line and leave no worker behind.
     agent = SHIPPED_DIR / "td-lambda" / AGENT_FILE
     proc = start_cli("evaluate", "--checkpoint", str(agent), "--episodes", "12", "--workers", "3")
-    wait_until(lambda: len(spawned_children(proc.pid)) == 2, 60, "the two workers to start")
-    killed, other = spawned_children(proc.pid)
+    wait_until(lambda: len(worker_processes(proc.pid)) == 2, 60, "the two workers to start")
+    killed, other = worker_processes(proc.pid)
     killed.kill()
     try:
         out, err = proc.communicate(timeout=120)

@@ -1,6 +1,8 @@
 """The main thread hears of a worker's death wherever it waits, even inside a library that
-drops every Exception, and a checkpoint cut short by it leaves the saved one as it was."""
+drops every Exception, and a checkpoint cut short by it leaves the saved one as it was. Workers
+keep Ctrl+C and SIGTERM blocked, however they are started."""
 
+import json
 import queue
 import subprocess
 import sys
@@ -54,3 +56,42 @@ def test_a_save_cut_short_raises_the_interruption_and_keeps_the_saved_checkpoint
         save_checkpoint(path, batches=4, weight=torch.zeros(2), extra=Interrupted())
     assert path.read_bytes() == before
     assert sorted(p.name for p in tmp_path.iterdir()) == ["checkpoint.pt"]  # no .tmp left
+
+
+# A fresh interpreter (no resource tracker yet) starts a spawned worker inside
+# children_ignore_interrupts as its first multiprocessing call, then one from the fork server,
+# and reports each one's blocked signals and what worker_processes finds.
+WORKERS_SCRIPT = """
+import json, multiprocessing, time
+from helpers.run.workers import children_ignore_interrupts, worker_context, worker_processes
+
+def blocked(pid):
+    for line in open(f"/proc/{pid}/status"):
+        if line.startswith("SigBlk:"):
+            return int(line.split()[1], 16)
+
+with children_ignore_interrupts():
+    spawned = multiprocessing.get_context("spawn").Process(target=time.sleep, args=(30,))
+    spawned.start()
+forked = worker_context().Process(target=time.sleep, args=(30,))
+with children_ignore_interrupts():
+    forked.start()
+time.sleep(1)
+found = sorted(p.pid for p in worker_processes())
+print(json.dumps({"spawned": blocked(spawned.pid), "forked": blocked(forked.pid),
+                  "expected": sorted([spawned.pid, forked.pid]), "found": found}))
+spawned.kill(), forked.kill()
+"""
+
+
+@pytest.mark.skipif(sys.platform != "linux", reason="reads /proc")
+def test_workers_keep_interrupts_blocked_and_the_fork_server_is_not_a_worker():
+    result = subprocess.run(
+        [sys.executable, "-c", WORKERS_SCRIPT], capture_output=True, text=True, timeout=120
+    )
+    assert result.returncode == 0, result.stderr[-2000:]
+    seen = json.loads(result.stdout.splitlines()[-1])
+    for signum in StopOnInterrupt.SIGNALS:  # bit n - 1 of the mask is signal n
+        assert seen["spawned"] >> (signum - 1) & 1, f"a spawned worker takes {signum!r}"
+        assert seen["forked"] >> (signum - 1) & 1, f"a forked worker takes {signum!r}"
+    assert seen["found"] == seen["expected"]  # the two workers, not the resource tracker or server

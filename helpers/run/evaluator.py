@@ -10,10 +10,10 @@ the same fixed seeds, the same episodes, the same parameters.
 from __future__ import annotations
 
 import math
+import multiprocessing
 import os
 import queue
 import traceback
-from multiprocessing import get_context
 
 import torch
 from tensordict import TensorDict
@@ -24,7 +24,7 @@ from helpers.evaluation import episode_stats, evaluation_lengths
 from helpers.models import make_model
 from helpers.run.checkpoints import not_finite
 from helpers.run.logs import CsvLog
-from helpers.run.workers import children_ignore_interrupts
+from helpers.run.workers import children_ignore_interrupts, worker_context
 
 NICE = 5  # the evaluator yields the CPU to the collector and the learner when they need it
 
@@ -42,7 +42,7 @@ class Evaluator:
     """
 
     def __init__(self, config: Config, obs_norm: dict) -> None:
-        context = get_context("spawn")
+        context = worker_context()
         self._tasks, self._done = context.Queue(), context.Queue()
         self._ended = context.Event()  # the training has collected its last frame
         self.pending: list[int] = []  # frames of the snapshots sent and not yet returned
@@ -55,7 +55,6 @@ class Evaluator:
                     self._ended,
                     config.to_dict(),
                     obs_norm,
-                    os.getpid(),
                 ),
                 name="dqn-evaluator",
                 daemon=True,
@@ -188,7 +187,7 @@ class Evaluations:
             self.waiting = None
 
 
-def _serve(tasks, done, ended, config: dict, obs_norm: dict, parent: int) -> None:
+def _serve(tasks, done, ended, config: dict, obs_norm: dict) -> None:
     """The evaluation process: one torch thread, a lower priority, snapshots until None (or
     until the training process is gone: killed outright, it can send nothing)."""
     torch.set_num_threads(1)
@@ -199,7 +198,7 @@ def _serve(tasks, done, ended, config: dict, obs_norm: dict, parent: int) -> Non
         env = make_env(obs_norm=obs_norm, pipeline=config.pipeline)
         actor = make_model(env, config, torch.device("cpu")).actor
         params = TensorDict.from_module(actor)
-        while (task := _next_task(tasks, parent)) is not None:
+        while (task := _next_task(tasks)) is not None:
             frames, snapshot, to_beat = task
             # (no finiteness check: a diverged snapshot is evaluated and reported as it plays)
             with torch.no_grad():
@@ -211,16 +210,18 @@ def _serve(tasks, done, ended, config: dict, obs_norm: dict, parent: int) -> Non
         done.put(traceback.format_exc())
         # Stay until told to stop: the training reads the traceback, where a process that
         # ended would only be reported as having died.
-        while _next_task(tasks, parent) is not None:
+        while _next_task(tasks) is not None:
             pass
     done.close()
     done.join_thread()  # what was put is sent...
     os._exit(0)  # ...and the interpreter's final garbage collection (seconds, with torch) skipped
 
 
-def _next_task(tasks, parent: int):
+def _next_task(tasks):
     """The next snapshot to evaluate, or None once told to stop or orphaned."""
-    while os.getppid() == parent:
+    # (the process that started this one, the training's; not the fork server it came from,
+    # which outlives the training while its workers live)
+    while multiprocessing.parent_process().is_alive():
         try:
             return tasks.get(timeout=1.0)
         except queue.Empty:
