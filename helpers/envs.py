@@ -45,7 +45,8 @@ PIPELINES = ("uint8", "float32")
 def make_base_env(device: str | torch.device | None = None) -> GymEnv:
     """One CartPole that returns rendered 400x600 RGB frames instead of its state vector.
 
-    Module-level (not a lambda) so that worker processes started with "spawn" can import it.
+    Module-level (not a lambda) so that worker processes (spawned, or forked from the course's
+    fork server) can import it by name.
     """
     env = GymEnv(ENV_NAME, from_pixels=True, pixels_only=True, device=device)
     cartpole = env._env.unwrapped  # (gymnasium's CartPoleEnv, under torchrl's pixel wrapper)

@@ -32,7 +32,8 @@ from helpers.config import (  # noqa: F401 (EVAL_SEED: notebook 04 reads it here
 from helpers.machine import torch_threads
 from helpers.run.checkpoints import CHECKPOINT_FILE
 from helpers.run.folder import EVALUATION_FILE
-from helpers.run.workers import WorkerDiedError, worker_context
+from helpers.run.fork_server import fork_server, worker_context
+from helpers.run.workers import WorkerDiedError, children_ignore_interrupts
 
 MAX_EPISODE_SEED = 2**32 - 1  # numpy's seeds, which gymnasium's environments take
 
@@ -170,9 +171,10 @@ def _shared_lengths(
             ours, theirs = context.Pipe(duplex=False)
             args = (path, share, max_steps, theirs)
             process = context.Process(target=_worker, args=args, daemon=True)
-            process.start()
+            with children_ignore_interrupts():  # (started, and known here, or neither)
+                process.start()
+                workers.append((process, ours))
             theirs.close()
-            workers.append((process, ours))
         with torch_threads(1):  # (one core each, as the workers)
             parts = [_agent_lengths(agent, shares[0], max_steps)]
         for process, conn in workers:
@@ -191,8 +193,8 @@ def _shared_lengths(
     finally:
         for process, conn in workers:
             process.join(timeout=1)  # (one that has answered is ending)
-            if process.is_alive():
-                process.terminate()
+            if process.is_alive():  # (it keeps SIGTERM blocked: children_ignore_interrupts)
+                process.kill()
                 process.join()
             conn.close()
 
@@ -228,9 +230,10 @@ def evaluate_checkpoint(
         lengths = _agent_lengths(agent, seeds, max_steps)
     else:
         shares = [seeds[i::workers] for i in range(workers)]
-        # This process plays the first share while the workers start (in a fraction of a
-        # second once the fork server runs: helpers.run.workers.worker_context) and play the rest.
-        parts = _shared_lengths(agent, str(path), shares, max_steps)
+        # This process plays the first share while the workers play the rest (forked from the
+        # fork server once it has imported torch: helpers.run.fork_server).
+        with fork_server():
+            parts = _shared_lengths(agent, str(path), shares, max_steps)
         by_seed = {s: n for share, part in zip(shares, parts) for s, n in zip(share, part)}
         lengths = [by_seed[s] for s in seeds]
     return {"checkpoint": str(path), "seed": seed, **episode_stats(lengths)}

@@ -15,7 +15,8 @@ from torchrl.envs import ExplorationType
 
 from helpers.config import Config
 from helpers.envs import make_env
-from helpers.run.workers import children_ignore_interrupts, worker_context
+from helpers.run.fork_server import collector_start_method
+from helpers.run.workers import children_ignore_interrupts
 from helpers.sabotage import sabotage_sample
 
 
@@ -110,14 +111,13 @@ def make_collector(
     each stepping `config.num_workers` environments with the exploring `policy`, for
     `total_frames` rounded up to whole batches (what the collector collects anyway).
 
-    Its processes come from the course's fork server (`worker_context`) and ignore Ctrl+C and
+    Its processes come from the course's fork server (helpers.run.fork_server) and ignore Ctrl+C and
     SIGTERM (`children_ignore_interrupts`): the main process decides when to stop and shuts
     them down.
     """
     batches = -(-total_frames // config.frames_per_batch)  # whole batches, rounded up
     try:
-        worker_context()  # (torchrl's collectors start their processes with the global method)
-        with children_ignore_interrupts():
+        with collector_start_method(), children_ignore_interrupts():
             return plain_collector(
                 config, policy, obs_norm, batches * config.frames_per_batch, device
             )

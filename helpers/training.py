@@ -43,6 +43,7 @@ from helpers.run.folder import (
     RunFolder,
     check_run_arguments,
 )
+from helpers.run.fork_server import fork_server
 from helpers.run.keeping import RunKeeping, batch_row
 from helpers.run.logs import read_log
 from helpers.run.workers import (
@@ -148,7 +149,7 @@ def train(
         )
     )
     print(trained_with(names, target))
-    with RunFolder(run_dir) as folder:
+    with RunFolder(run_dir) as folder, fork_server():  # (the run's workers, then it ends)
         if not resume:  # (before anything is written or set aside)
             check_free_space(config, target, run_dir)
         state = folder.start(run, resume, overwrite)

@@ -10,7 +10,9 @@ still there unchanged, and that no worker process is left.
 """
 
 import contextlib
+import os
 import shutil
+import signal
 import subprocess
 import time
 from pathlib import Path
@@ -189,10 +191,11 @@ def evaluated(folder: Path) -> bool:
     return torch.load(folder / "checkpoint.pt", weights_only=True)["best_params"] is not None
 
 
-def killed_run(out: Path, which: int) -> tuple[int, float, str]:
+def killed_run(out: Path, which: int) -> tuple[int, float, str, list[psutil.Process]]:
     """Start a smoke TD(0) run, kill one of its worker processes once it has 20 rows and a
     checkpoint with an evaluated agent (0: the collector's worker, started first; 1: the
-    evaluator); the exit code, the seconds it took to end and its stderr."""
+    evaluator); the exit code, the seconds it took to end, its stderr, and the processes it
+    had started that are still running 10 s after it ended."""
     proc = start_cli(*TRAIN, "--frames", "20000", "--out", str(out))
     deadline = time.monotonic() + 120
     while rows(out) < 20 or not (out / "checkpoint.pt").exists() or not evaluated(out):
@@ -200,6 +203,7 @@ def killed_run(out: Path, which: int) -> tuple[int, float, str]:
         time.sleep(0.2)
     workers = worker_processes(proc.pid)
     assert len(workers) == 2  # the collector's worker and the evaluator
+    family = psutil.Process(proc.pid).children(recursive=True)  # (the fork server included)
     sorted(workers, key=lambda p: p.create_time())[which].kill()
     killed = time.monotonic()
     try:
@@ -210,7 +214,9 @@ def killed_run(out: Path, which: int) -> tuple[int, float, str]:
                 process.kill()
         _, err = proc.communicate()
         pytest.fail(f"the run did not end within 60 s of the kill: {err[-2000:]}")
-    return proc.returncode, time.monotonic() - killed, err
+    seconds = time.monotonic() - killed
+    _, left = psutil.wait_procs(family, timeout=10)
+    return proc.returncode, seconds, err, left
 
 
 @pytest.fixture(scope="module")
@@ -241,18 +247,13 @@ def runs(tmp_path_factory):
 def test_a_killed_worker_ends_the_run_in_seconds_with_a_consistent_folder(
     runs, kill, folder, message
 ):
-    rc, seconds, err = runs[kill]
+    rc, seconds, err, left = runs[kill]
     assert rc == 2 and seconds < 30, err[-2000:]
     assert err.strip().splitlines()[-1].startswith(f"error: {message}")
     state = torch.load(runs[folder] / "checkpoint.pt", weights_only=True)
     assert state["interrupted"] and state["batches"] == rows(runs[folder])
     assert (runs[folder] / "replay").is_dir()  # kept, for --resume
-    left = [
-        p
-        for p in psutil.process_iter(["cmdline"])
-        if "multiprocessing" in " ".join(p.info["cmdline"] or []) and p.ppid() == 1
-    ]
-    assert not left  # no orphaned worker
+    assert not left  # no orphaned worker, no fork server
 
 
 @pytest.mark.slow
@@ -287,6 +288,24 @@ def test_a_killed_evaluation_worker_ends_evaluate_with_one_line():
         "(train: add --resume, which only evaluates)."
     ]
     assert not killed.is_running() and not other.is_running()
+
+
+@pytest.mark.slow
+def test_ctrl_c_ends_evaluate_and_its_workers_in_seconds():
+    # Ctrl+C in a terminal reaches the whole group; the workers keep it blocked (they must not
+    # die mid-episode with a traceback each), so evaluate ends them itself instead of waiting
+    # for their 33 episodes of a perfect agent (about half a minute).
+    agent = SHIPPED_DIR / "td-lambda" / AGENT_FILE
+    proc = start_cli("evaluate", "--checkpoint", str(agent), "--episodes", "100", "--workers", "3")
+    wait_until(lambda: len(worker_processes(proc.pid)) == 2, 60, "the two workers to start")
+    family = psutil.Process(proc.pid).children(recursive=True)
+    os.killpg(proc.pid, signal.SIGINT)
+    start = time.monotonic()
+    out, err = proc.communicate(timeout=120)
+    assert time.monotonic() - start < 10 and proc.returncode == 130, err[-2000:]
+    assert err.strip().splitlines() == ["Interrupted."] and out == ""
+    _, left = psutil.wait_procs(family, timeout=5)
+    assert not left  # its workers and the fork server
 
 
 def copy(source: Path, dest: Path) -> Path:

@@ -314,7 +314,7 @@ def test_bad_arguments(tmp_path, args, message):
 
 
 def test_a_script_without_a_main_guard_fails_clearly_and_exits(tmp_path):
-    # Worker processes import the script (spawn): its top-level train() runs again in them.
+    # Worker processes import the script (as spawn does): its top-level train() runs again in them.
     script = tmp_path / "script.py"
     out = tmp_path / "run"
     script.write_text(

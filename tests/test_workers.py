@@ -58,36 +58,55 @@ def test_a_save_cut_short_raises_the_interruption_and_keeps_the_saved_checkpoint
     assert sorted(p.name for p in tmp_path.iterdir()) == ["checkpoint.pt"]  # no .tmp left
 
 
-# A fresh interpreter (no resource tracker yet) starts a spawned worker inside
-# children_ignore_interrupts as its first multiprocessing call, then one from the fork server,
-# and reports each one's blocked signals and what worker_processes finds.
+# A fresh interpreter (no resource tracker, no fork server yet) starts a worker from the fork
+# server and a spawned one inside children_ignore_interrupts, in the order given, and reports
+# each one's blocked signals, what worker_processes finds, and the fork servers left once the
+# fork_server block has ended.
 WORKERS_SCRIPT = """
-import json, multiprocessing, time
-from helpers.run.workers import children_ignore_interrupts, worker_context, worker_processes
+import json, multiprocessing, sys, time
+import psutil
+from helpers.run.fork_server import fork_server, worker_context
+from helpers.run.workers import children_ignore_interrupts, worker_processes
 
 def blocked(pid):
     for line in open(f"/proc/{pid}/status"):
         if line.startswith("SigBlk:"):
             return int(line.split()[1], 16)
 
-with children_ignore_interrupts():
-    spawned = multiprocessing.get_context("spawn").Process(target=time.sleep, args=(30,))
-    spawned.start()
-forked = worker_context().Process(target=time.sleep, args=(30,))
-with children_ignore_interrupts():
-    forked.start()
-time.sleep(1)
-found = sorted(p.pid for p in worker_processes())
-print(json.dumps({"spawned": blocked(spawned.pid), "forked": blocked(forked.pid),
-                  "expected": sorted([spawned.pid, forked.pid]), "found": found}))
-spawned.kill(), forked.kill()
+def spawned():
+    with children_ignore_interrupts():
+        process = multiprocessing.get_context("spawn").Process(target=time.sleep, args=(30,))
+        process.start()
+    return process
+
+def forked():
+    process = worker_context().Process(target=time.sleep, args=(30,))
+    with children_ignore_interrupts():
+        process.start()
+    return process
+
+with fork_server():
+    order = (spawned, forked) if sys.argv[1] == "spawned" else (forked, spawned)
+    workers = {start.__name__: start() for start in order}
+    time.sleep(1)
+    seen = {name: blocked(process.pid) for name, process in workers.items()}
+    seen["found"] = sorted(p.pid for p in worker_processes())
+    seen["expected"] = sorted(p.pid for p in workers.values())
+    for process in workers.values():
+        process.kill()
+        process.join()
+children = psutil.Process().children()
+seen["servers"] = [c.pid for c in children if "forkserver" in " ".join(c.cmdline())]
+print(json.dumps(seen))
 """
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(sys.platform != "linux", reason="reads /proc")
-def test_workers_keep_interrupts_blocked_and_the_fork_server_is_not_a_worker():
+@pytest.mark.parametrize("first", ["spawned", "forked"])
+def test_workers_keep_interrupts_blocked_and_the_fork_server_ends_with_its_block(first):
     result = subprocess.run(
-        [sys.executable, "-c", WORKERS_SCRIPT], capture_output=True, text=True, timeout=120
+        [sys.executable, "-c", WORKERS_SCRIPT, first], capture_output=True, text=True, timeout=120
     )
     assert result.returncode == 0, result.stderr[-2000:]
     seen = json.loads(result.stdout.splitlines()[-1])
@@ -95,3 +114,4 @@ def test_workers_keep_interrupts_blocked_and_the_fork_server_is_not_a_worker():
         assert seen["spawned"] >> (signum - 1) & 1, f"a spawned worker takes {signum!r}"
         assert seen["forked"] >> (signum - 1) & 1, f"a forked worker takes {signum!r}"
     assert seen["found"] == seen["expected"]  # the two workers, not the resource tracker or server
+    assert seen["servers"] == []  # stopped as the block ended

@@ -23,8 +23,9 @@ from helpers.envs import make_env
 from helpers.evaluation import episode_stats, evaluation_lengths
 from helpers.models import make_model
 from helpers.run.checkpoints import not_finite
+from helpers.run.fork_server import worker_context
 from helpers.run.logs import CsvLog
-from helpers.run.workers import children_ignore_interrupts, worker_context
+from helpers.run.workers import children_ignore_interrupts
 
 NICE = 5  # the evaluator yields the CPU to the collector and the learner when they need it
 

@@ -2,48 +2,23 @@
 
 from __future__ import annotations
 
-import multiprocessing
 import os
 import signal
 import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
-from multiprocessing import forkserver, resource_tracker
-from multiprocessing.context import BaseContext
+from multiprocessing import resource_tracker
 
 import psutil
-
-# What the fork server imports once for every worker it starts (`worker_context`): torch,
-# torchrl and the course's worker code, the bulk of a worker's start-up time and memory.
-WORKER_MODULES = ["helpers.loop", "helpers.run.evaluator", "helpers.evaluation"]
-
-
-def worker_context() -> BaseContext:
-    """The multiprocessing context of the course's workers (the collector's, the evaluator's,
-    the final evaluation's): a fork server, started once per process, imports torch and the
-    course's worker modules, then forks each worker from itself. A worker starts in a fraction
-    of a second instead of importing torch for seconds, and the pages of those imports are
-    shared between the workers instead of copied into each (docs/speed-and-memory.md).
-
-    The server starts with SIGINT, SIGTERM and SIGHUP blocked, so every worker it forks keeps
-    them blocked (`children_ignore_interrupts`). torchrl's collectors take the global start
-    method, which is set to the same.
-    """
-    multiprocessing.set_start_method("forkserver", force=True)
-    context = multiprocessing.get_context("forkserver")
-    context.set_forkserver_preload(WORKER_MODULES)
-    with children_ignore_interrupts():
-        forkserver.ensure_running()
-    return context
 
 
 def worker_processes(pid: int | None = None) -> list[psutil.Process]:
     """Live child processes of this one (or of process `pid`) started by multiprocessing
     (spawn or forkserver workers, and theirs).
 
-    Python's resource tracker and the fork server (`worker_context`) are left out: helpers
-    that serve every run of the process and exit with it.
+    Python's resource tracker and the process's fork server (helpers.run.fork_server) are
+    left out: helpers that serve its runs and exit with them (or with it).
     """
     workers, parent = [], psutil.Process(pid)
     for child in parent.children(recursive=True):
@@ -269,14 +244,16 @@ def children_ignore_interrupts() -> Iterator[None]:
     would die mid-batch while the main process waits for it, and the run would hang. Inside
     the block the signals are blocked; workers started here keep them blocked for good (a
     process inherits the signal mask across the spawn or fork) and leave them to the main
-    process, which stops them itself (`stop_workers`). A signal that reaches the main process
-    while the workers start waits, and is handled as the block ends.
+    process, which stops them itself (`stop_workers`). Workers forked from the fork server
+    take its mask instead, the one it started with (helpers.run.fork_server.worker_context
+    starts it in this block). A signal that reaches the main process while the workers start
+    waits, and is handled as the block ends.
     """
     if threading.current_thread() is not threading.main_thread():
         yield
         return
     # Python starts its resource tracker with the first worker, and unblocks SIGINT and SIGTERM
-    # as it does (Python 3.11): started first, it cannot undo the block below.
+    # as it does (Python 3.11 to 3.13): started first, it cannot undo the block below.
     resource_tracker.ensure_running()
     previous = signal.pthread_sigmask(signal.SIG_BLOCK, StopOnInterrupt.SIGNALS)
     try:
