@@ -111,9 +111,9 @@ def make_collector(
     each stepping `config.num_workers` environments with the exploring `policy`, for
     `total_frames` rounded up to whole batches (what the collector collects anyway).
 
-    Its processes come from the course's fork server (helpers.run.fork_server) and ignore Ctrl+C and
-    SIGTERM (`children_ignore_interrupts`): the main process decides when to stop and shuts
-    them down.
+    Its processes come from the course's fork server (helpers.run.fork_server) and ignore
+    Ctrl+C and SIGTERM (`children_ignore_interrupts`): the main process decides when to stop
+    and shuts them down.
     """
     batches = -(-total_frames // config.frames_per_batch)  # whole batches, rounded up
     try:
