@@ -44,10 +44,13 @@ def _train(args: argparse.Namespace) -> int:
 
 def _evaluate(args: argparse.Namespace) -> int:
     from helpers.evaluation import evaluate_checkpoint
+    from helpers.run.workers import interrupts_raise
 
-    stats = evaluate_checkpoint(
-        args.checkpoint, episodes=args.episodes, seed=args.seed, workers=args.workers
-    )
+    # (Ctrl+C and SIGTERM stop it and its workers even in a script's background job, as `train`)
+    with interrupts_raise():
+        stats = evaluate_checkpoint(
+            args.checkpoint, episodes=args.episodes, seed=args.seed, workers=args.workers
+        )
     if args.json:
         print(json.dumps(stats))
     else:
