@@ -18,7 +18,9 @@ def worker_processes(pid: int | None = None) -> list[psutil.Process]:
     (spawn or forkserver workers, and theirs).
 
     Python's resource tracker and the process's fork server (helpers.run.fork_server) are
-    left out: helpers that serve its runs and exit with them (or with it).
+    left out: helpers that serve its runs and exit with them (or with it). A fork server that
+    a worker starts for workers of its own (a collector's ParallelEnv, in the tutorial's
+    layout) is counted: it is one of the run's processes, and ends with that worker.
     """
     workers, parent = [], psutil.Process(pid)
     for child in parent.children(recursive=True):
