@@ -9,6 +9,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+import psutil
 import torch
 from torchrl.modules import QValueActor
 
@@ -43,7 +44,7 @@ from helpers.run.folder import (
     RunFolder,
     check_run_arguments,
 )
-from helpers.run.fork_server import fork_server
+from helpers.run.fork_server import fork_server, fork_server_process
 from helpers.run.keeping import RunKeeping, batch_row
 from helpers.run.logs import read_log
 from helpers.run.workers import (
@@ -218,16 +219,17 @@ def _train(
     workers_before = {p.pid for p in worker_processes()}
     finished = False
     collector = evaluator = None
+    workers: list[psutil.Process] = []  # the run's own worker processes, once started
     stored = config.init_random_frames if len(replay) else 0  # (a resumed run's memory)
     with torch_threads(learner_threads()), StopOnInterrupt() as stop:
         try:
             collector = make_collector(config, model.policy_explore, obs_norm, remaining, device)
             evaluator = Evaluator(config, obs_norm)
             evaluations = Evaluations(keeping.log, evaluator, best, config.eval_max_steps)
-            stop.watch(
-                [p for p in worker_processes() if p.pid not in workers_before],
-                {evaluator.process.pid: "The evaluation"},
-            )
+            workers = [p for p in worker_processes() if p.pid not in workers_before]
+            servers = fork_server_process()  # (first: its end ends or orphans the workers)
+            names = {evaluator.process.pid: "The evaluation"}
+            stop.watch(servers + workers, names | {p.pid: "The fork server" for p in servers})
             collector.set_seed(seed)
             body = yours.get("loop_body", loop_body)
             step = yours.get("gradient_step", gradient_step)
@@ -288,7 +290,8 @@ def _train(
             finally:  # the workers stop whatever failed above: a process left would hang exit
                 if collector is not None and not stop.worker_died:
                     collector.shutdown()  # (which would wait forever for a dead worker)
-                stop_workers(keep=workers_before, timeout=0 if stop.worker_died else 10)
+                timeout = 0 if stop.worker_died else 10
+                stop_workers(keep=workers_before, timeout=timeout, also=workers)
             keeping.finish(finished)
     best, counters = keeping.best, keeping.counters
     if best["params"] is not None:

@@ -191,11 +191,12 @@ def evaluated(folder: Path) -> bool:
     return torch.load(folder / "checkpoint.pt", weights_only=True)["best_params"] is not None
 
 
-def killed_run(out: Path, which: int) -> tuple[int, float, str, list[psutil.Process]]:
+def killed_run(out: Path, which: int | None) -> tuple[int, float, str, list[psutil.Process]]:
     """Start a smoke TD(0) run, kill one of its worker processes once it has 20 rows and a
     checkpoint with an evaluated agent (0: the collector's worker, started first; 1: the
-    evaluator); the exit code, the seconds it took to end, its stderr, and the processes it
-    had started that are still running 10 s after it ended."""
+    evaluator; None: the fork server they came from); the exit code, the seconds it took to
+    end, its stderr, and the processes it had started that are still running 10 s after it
+    ended."""
     proc = start_cli(*TRAIN, "--frames", "20000", "--out", str(out))
     deadline = time.monotonic() + 120
     while rows(out) < 20 or not (out / "checkpoint.pt").exists() or not evaluated(out):
@@ -204,7 +205,12 @@ def killed_run(out: Path, which: int) -> tuple[int, float, str, list[psutil.Proc
     workers = worker_processes(proc.pid)
     assert len(workers) == 2  # the collector's worker and the evaluator
     family = psutil.Process(proc.pid).children(recursive=True)  # (the fork server included)
-    sorted(workers, key=lambda p: p.create_time())[which].kill()
+    if which is None:
+        server = "forkserver import main"
+        (server,) = [p for p in family if server in " ".join(p.cmdline()) and p.ppid() == proc.pid]
+        server.kill()
+    else:
+        sorted(workers, key=lambda p: p.create_time())[which].kill()
     killed = time.monotonic()
     try:
         _, err = proc.communicate(timeout=60)
@@ -233,6 +239,8 @@ def runs(tmp_path_factory):
         "kill": killed_run(root / "stopped", 0),
         "kill_evaluator": killed_run(root / "no-evaluator", 1),
         "no-evaluator": root / "no-evaluator",
+        "kill_server": killed_run(root / "no-server", None),
+        "no-server": root / "no-server",
     }
 
 
@@ -242,6 +250,7 @@ def runs(tmp_path_factory):
     [
         ("kill", "stopped", "The collector's worker process"),
         ("kill_evaluator", "no-evaluator", "The evaluation process"),
+        ("kill_server", "no-server", "The fork server process"),
     ],
 )
 def test_a_killed_worker_ends_the_run_in_seconds_with_a_consistent_folder(

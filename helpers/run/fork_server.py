@@ -53,17 +53,26 @@ def fork_server() -> Iterator[None]:
             _stop_server()
 
 
+def fork_server_process() -> list[psutil.Process]:
+    """This process's fork server, in a list (empty if none runs): a run watches it beside its
+    workers, which it alone can report the end of (killed, it leaves them running, out of the
+    run's reach: `stop_workers`' `also`)."""
+    pid = getattr(forkserver._forkserver, "_forkserver_pid", None)
+    try:
+        return [] if pid is None else [psutil.Process(pid)]
+    except psutil.NoSuchProcess:
+        return []
+
+
 def _stop_server() -> None:
     """Stop this process's fork server if it runs and has no worker left."""
     server = forkserver._forkserver  # (Python's, one per process; 3.11 to 3.13 stop it so)
-    pid = getattr(server, "_forkserver_pid", None)
-    if pid is None or not hasattr(server, "_stop"):
+    if getattr(server, "_forkserver_pid", None) is None or not hasattr(server, "_stop"):
         return
-    try:
-        if any(c.status() != psutil.STATUS_ZOMBIE for c in psutil.Process(pid).children()):
-            return
-    except psutil.Error:
-        pass
+    for process in fork_server_process():
+        with contextlib.suppress(psutil.Error):
+            if any(c.status() != psutil.STATUS_ZOMBIE for c in process.children()):
+                return
     with contextlib.suppress(ChildProcessError):  # (a server killed and reaped already)
         server._stop()
 

@@ -35,12 +35,16 @@ def worker_processes(pid: int | None = None) -> list[psutil.Process]:
     return workers
 
 
-def stop_workers(keep: set[int] = frozenset(), timeout: float = 10.0) -> list[int]:
+def stop_workers(
+    keep: set[int] = frozenset(), timeout: float = 10.0, also: list[psutil.Process] = ()
+) -> list[int]:
     """Wait up to `timeout` seconds for worker processes to exit, then terminate the rest.
 
     Args:
         keep: pids to leave alone (workers that existed before the caller started its own).
         timeout: seconds to wait for a clean exit before terminating, then killing.
+        also: processes to stop as well, wherever they now are (a run's workers, which a
+            killed fork server leaves to another parent).
 
     Returns:
         The pids that had to be terminated or killed.
@@ -48,6 +52,7 @@ def stop_workers(keep: set[int] = frozenset(), timeout: float = 10.0) -> list[in
     deadline = time.monotonic() + timeout
     while True:
         left = [p for p in worker_processes() if p.pid not in keep]
+        left += [p for p in also if _alive(p) and p not in left]
         if not left:
             return []
         if time.monotonic() >= deadline:
