@@ -198,6 +198,22 @@ def _crossing_cell(run: dict, threshold: int) -> str:
     return "not reached" if frames is None else f"{frames:,} ({minutes:.1f})"
 
 
+def test_the_lottery_screen_table_says_what_its_runs_measured():
+    """results/levers/README.md's screen of changes against slow learners: each run's seed,
+    final mean and minimum, first evaluations at 195 and 490, frames and wall minutes are the
+    ones in its folder."""
+    levers = ROOT / "results" / "levers"
+    rows = _table_rows((levers / "README.md").read_text(), "| run | seed | started (UTC) |")
+    assert len(rows) == 14
+    for cells in rows:
+        run = load_run(levers / "lottery-screen" / cells[0])
+        final, first = run["final"], [run["frames_to_195"], run["frames_to_490"]]
+        assert final["episodes"] == 100 and cells[1] == str(run["seed"])
+        assert cells[3] == f"{final['mean']:.1f} ({final['min']})", cells[0]
+        assert cells[4] == " / ".join("not reached" if f is None else f"{f:,}" for f in first)
+        assert cells[5] == f"{run['frames']:,}" and cells[7] == f"{run['minutes']:.1f}"
+
+
 def test_the_seeds_11_to_15_and_screening_tables_say_what_their_runs_measured():
     """results/levers/README.md's tables of the recipe on seeds 11-15 (before and after the
     faster loop) and of the one-seed screening: final means, ranges, frames, crossings, best
