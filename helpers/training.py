@@ -44,7 +44,7 @@ from helpers.run.folder import (
     RunFolder,
     check_run_arguments,
 )
-from helpers.run.fork_server import fork_server, fork_server_process
+from helpers.run.fork_server import fork_server, fork_servers
 from helpers.run.keeping import RunKeeping, batch_row
 from helpers.run.logs import read_log
 from helpers.run.workers import (
@@ -138,17 +138,8 @@ def train(
     yours = yours or {}
     names = check_yours(yours, target, config)  # (before anything is written)
     # As run.json stores it (JSON types), so that the folder's run and this one compare equal.
-    run = json.loads(
-        json.dumps(
-            {
-                "target": target,
-                "mode": mode,
-                "seed": seed,
-                "config": config.to_dict(),
-                "yours": names,
-            }
-        )
-    )
+    run = dict(target=target, mode=mode, seed=seed, config=config.to_dict(), yours=names)
+    run = json.loads(json.dumps(run))
     print(trained_with(names, target))
     with RunFolder(run_dir) as folder, fork_server():  # (the run's workers, then it ends)
         if not resume:  # (before anything is written or set aside)
@@ -227,7 +218,7 @@ def _train(
             evaluator = Evaluator(config, obs_norm)
             evaluations = Evaluations(keeping.log, evaluator, best, config.eval_max_steps)
             workers = [p for p in worker_processes() if p.pid not in workers_before]
-            servers = fork_server_process()  # (first: its end ends or orphans the workers)
+            servers = fork_servers()  # (first: its end ends or orphans the workers)
             names = {evaluator.process.pid: "The evaluation"}
             stop.watch(servers + workers, names | {p.pid: "The fork server" for p in servers})
             collector.set_seed(seed)
@@ -276,8 +267,8 @@ def _train(
             stop.requested = True
         except WorkerGone as gone:
             raise gone.error from None
-        except RuntimeError:
-            died = stop.dead_worker()
+        except (RuntimeError, ChildProcessError):  # (torchrl's, the evaluator's own)
+            died = stop.dead_worker(wait=stop.POLL)
             if died is None:
                 raise
             raise died from None

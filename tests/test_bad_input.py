@@ -191,6 +191,14 @@ def evaluated(folder: Path) -> bool:
     return torch.load(folder / "checkpoint.pt", weights_only=True)["best_params"] is not None
 
 
+def is_fork_server(process: psutil.Process) -> bool:
+    """Whether `process` is a multiprocessing fork server (False once it has ended)."""
+    try:
+        return "forkserver import main" in " ".join(process.cmdline())
+    except psutil.Error:
+        return False
+
+
 def killed_run(out: Path, which: int | None) -> tuple[int, float, str, list[psutil.Process]]:
     """Start a smoke TD(0) run, kill one of its worker processes once it has 20 rows and a
     checkpoint with an evaluated agent (0: the collector's worker, started first; 1: the
@@ -206,8 +214,7 @@ def killed_run(out: Path, which: int | None) -> tuple[int, float, str, list[psut
     assert len(workers) == 2  # the collector's worker and the evaluator
     family = psutil.Process(proc.pid).children(recursive=True)  # (the fork server included)
     if which is None:
-        server = "forkserver import main"
-        (server,) = [p for p in family if server in " ".join(p.cmdline()) and p.ppid() == proc.pid]
+        (server,) = [p for p in family if p.ppid() == proc.pid and is_fork_server(p)]
         server.kill()
     else:
         sorted(workers, key=lambda p: p.create_time())[which].kill()

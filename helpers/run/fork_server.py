@@ -53,10 +53,9 @@ def fork_server() -> Iterator[None]:
             _stop_server()
 
 
-def fork_server_process() -> list[psutil.Process]:
-    """This process's fork server, in a list (empty if none runs): a run watches it beside its
-    workers, which it alone can report the end of (killed, it leaves them running, out of the
-    run's reach: `stop_workers`' `also`)."""
+def fork_servers() -> list[psutil.Process]:
+    """This process's fork server in a list, or an empty list if none runs. A run watches it
+    beside its workers: killed, it leaves them running without their parent."""
     pid = getattr(forkserver._forkserver, "_forkserver_pid", None)
     try:
         return [] if pid is None else [psutil.Process(pid)]
@@ -69,12 +68,14 @@ def _stop_server() -> None:
     server = forkserver._forkserver  # (Python's, one per process; 3.11 to 3.13 stop it so)
     if getattr(server, "_forkserver_pid", None) is None or not hasattr(server, "_stop"):
         return
-    for process in fork_server_process():
+    for process in fork_servers():
         with contextlib.suppress(psutil.Error):
             if any(c.status() != psutil.STATUS_ZOMBIE for c in process.children()):
                 return
-    with contextlib.suppress(ChildProcessError):  # (a server killed and reaped already)
+    try:
         server._stop()
+    except ChildProcessError:  # (reaped already: forget it, so that a new one can start)
+        server._forkserver_pid = server._forkserver_address = None
 
 
 @contextmanager

@@ -6,7 +6,7 @@ import os
 import signal
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from multiprocessing import resource_tracker
 
@@ -36,7 +36,7 @@ def worker_processes(pid: int | None = None) -> list[psutil.Process]:
 
 
 def stop_workers(
-    keep: set[int] = frozenset(), timeout: float = 10.0, also: list[psutil.Process] = ()
+    keep: set[int] = frozenset(), timeout: float = 10.0, also: Sequence[psutil.Process] = ()
 ) -> list[int]:
     """Wait up to `timeout` seconds for worker processes to exit, then terminate the rest.
 
@@ -149,12 +149,14 @@ class StopOnInterrupt:
 
         threading.Thread(target=look, daemon=True, name="watch-workers").start()
 
-    def dead_worker(self) -> WorkerDiedError | None:
+    def dead_worker(self, wait: float = 0.0) -> WorkerDiedError | None:
         """The error to raise if a watched worker has ended (torchrl raises its own, with a
-        traceback, when it notices first)."""
-        dead = next((p for p in self._watched if not _alive(p)), None)
-        if dead is None:
-            return None
+        traceback, when it notices first), given up to `wait` seconds to show as ended."""
+        deadline = time.monotonic() + wait
+        while (dead := next((p for p in self._watched if not _alive(p)), None)) is None:
+            if time.monotonic() >= deadline:
+                return None
+            time.sleep(0.05)
         self.worker_died = True
         name = self._names.get(dead.pid, "The collector's worker")
         return WorkerDiedError(
