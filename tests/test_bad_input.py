@@ -25,7 +25,7 @@ from clitools import cli, start_cli, stop_leftovers, wait_until
 from helpers.commands.cli import main
 from helpers.run.checkpoints import AGENT_FILE, SHIPPED_DIR, check_manifest
 from helpers.run.logs import read_log
-from helpers.run.workers import worker_processes
+from helpers.run.workers import is_fork_server, worker_processes
 
 REPO = Path(__file__).resolve().parent.parent
 RECORDED_RUN = REPO / "results" / "runs" / "full-td-lambda-seed0"
@@ -189,14 +189,6 @@ def evaluated(folder: Path) -> bool:
     if not any(row["eval_mean"] == row["eval_mean"] for row in rows):
         return False  # (no evaluation back yet: no need to read the checkpoint)
     return torch.load(folder / "checkpoint.pt", weights_only=True)["best_params"] is not None
-
-
-def is_fork_server(process: psutil.Process) -> bool:
-    """Whether `process` is a multiprocessing fork server (False once it has ended)."""
-    try:
-        return "forkserver import main" in " ".join(process.cmdline())
-    except psutil.Error:
-        return False
 
 
 def killed_run(out: Path, which: int | None) -> tuple[int, float, str, list[psutil.Process]]:

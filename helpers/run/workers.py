@@ -26,13 +26,21 @@ def worker_processes(pid: int | None = None) -> list[psutil.Process]:
     for child in parent.children(recursive=True):
         try:
             cmdline = " ".join(child.cmdline())
-            server = "forkserver import main" in cmdline and child.ppid() == parent.pid
+            server = child.ppid() == parent.pid and is_fork_server(child)
             if child.status() == psutil.STATUS_ZOMBIE or "resource_tracker" in cmdline or server:
                 continue
         except psutil.NoSuchProcess:
             continue
         workers.append(child)
     return workers
+
+
+def is_fork_server(process: psutil.Process) -> bool:
+    """Whether `process` is a multiprocessing fork server (False once it has ended)."""
+    try:
+        return "forkserver import main" in " ".join(process.cmdline())
+    except psutil.Error:
+        return False
 
 
 def stop_workers(
