@@ -29,6 +29,7 @@ from helpers.config import (  # noqa: F401 (EVAL_SEED: notebook 04 reads it here
     TEST_SEED,
     Config,
 )
+from helpers.envs import STACK_KEY
 from helpers.machine import torch_threads
 from helpers.run.checkpoints import CHECKPOINT_FILE
 from helpers.run.folder import EVALUATION_FILE
@@ -36,6 +37,7 @@ from helpers.run.fork_server import fork_server, worker_context
 from helpers.run.workers import WorkerDiedError, children_ignore_interrupts
 
 MAX_EPISODE_SEED = 2**32 - 1  # numpy's seeds, which gymnasium's environments take
+SIDE_BY_SIDE = 25  # the most episodes one process plays side by side (`batched_episode_lengths`)
 
 
 def play_episode(
@@ -78,9 +80,69 @@ def episode_lengths(
     return [episode_length(policy, env, max_steps, seed) for seed in seeds]
 
 
+def batched_episode_lengths(
+    policy,
+    envs: EnvBase,
+    seeds: list[int],
+    max_steps: int = MAX_STEPS,
+    stop: Callable[[list[int]], bool] = lambda ended: False,
+) -> list[int]:
+    """`episode_lengths` of up to `len(envs)` seeds played side by side, one in each
+    environment of a batched env (`make_env(num_workers=n)`): each step renders the CartPoles
+    still playing, then runs torchrl's transforms and the policy once for all of them, which
+    makes a step of an evaluation about half as costly (docs/speed-and-memory.md).
+
+    The lengths are `episode_length`'s: each environment is seeded as `set_seed` seeds one
+    (tests/test_evaluator.py compares them). A batch's forward pass can differ from a single
+    one's in the last bit of a Q-value, so a rare near-tie between the two actions may go
+    the other way. An environment whose episode has ended is no longer stepped (torchrl's
+    partial steps: a `"_step"` mask). `stop` sees the lengths of the episodes ended so far, in
+    seed order, whenever one ends: when it says True they are returned, the others left
+    unplayed.
+    """
+    size = envs_in(envs)
+    if not 0 < len(seeds) <= size:
+        raise ValueError(f"{len(seeds)} seeds for a batch of {size} environments.")
+    if not envs.batch_size:  # (one environment, not a batch of one: make_env(num_workers=1))
+        return [episode_length(policy, envs, max_steps, seeds[0])]
+    padded = seeds + seeds[-1:] * (size - len(seeds))  # (spare environments are never stepped)
+    envs.reset(list_of_kwargs=[{"seed": seed} for seed in padded])  # (as set_seed does)
+    # (the observations go before a step: a partial step keeps the old ones of the
+    # environments it skips, and torchrl's would clash with the raw frame of the same name)
+    ended: list[int | None] = [None] * len(seeds)
+    playing = torch.arange(size) < len(seeds)
+    with set_exploration_type(ExplorationType.DETERMINISTIC), torch.no_grad():
+        step = envs.reset()
+        for steps in range(1, max_steps + 1):
+            step = policy(step).exclude("pixels", STACK_KEY).set("_step", playing.clone())
+            step = envs.step(step)
+            done = step["next", "done"].reshape(size) & playing
+            for i in done.nonzero().flatten().tolist():
+                ended[i] = steps
+            playing &= ~done
+            if not playing.any():
+                break
+            if done.any() and stop([n for n in ended if n is not None]):
+                return [n for n in ended if n is not None]
+            step = envs.step_mdp(step)
+    return [max_steps if n is None else n for n in ended]
+
+
+def envs_in(envs: EnvBase) -> int:
+    """How many environments `envs` steps side by side (1 for a plain one)."""
+    return envs.batch_size[0] if envs.batch_size else 1
+
+
+def side_by_side(seeds: list[int]) -> list[list[int]]:
+    """`seeds` cut into the fewest groups of at most SIDE_BY_SIDE, as even as can be."""
+    groups = -(-len(seeds) // SIDE_BY_SIDE)
+    size = -(-len(seeds) // groups)
+    return [seeds[i : i + size] for i in range(0, len(seeds), size)]
+
+
 def evaluation_lengths(
     policy,
-    env: EnvBase,
+    envs: EnvBase,
     config: Config,
     ended: Callable[[], bool] = lambda: False,
     to_beat: float = -math.inf,
@@ -88,7 +150,8 @@ def evaluation_lengths(
     """The episodes of one evaluation during training: `eval_episodes` on the seeds from
     EVAL_SEED; if all reach the step limit, up to `confirm_episodes` more on the seeds after
     them, ending with the first that falls short, or once `ended()` says the training has
-    collected its last frame.
+    collected its last frame. `envs` plays them side by side, as many at a time as it holds
+    (`batched_episode_lengths`).
 
     Twenty perfect episodes cannot tell an agent that never fails from one that fails one
     episode in fifty, and a perfect evaluation stops the run: the extra episodes give it the
@@ -96,19 +159,31 @@ def evaluation_lengths(
     not played. The mean of an evaluation is over the episodes it played.
 
     `to_beat` is the best evaluation of the run so far. An evaluation stops as soon as its
-    mean can no longer reach it, even if every episode left reached the step limit: that agent
-    cannot be the one the run keeps (`cannot_reach`).
+    mean can no longer reach it, even if every episode still playing reached the step limit:
+    that agent cannot be the one the run keeps (`cannot_reach`). It then counts the episodes
+    that had ended.
     """
-    limit, count = config.eval_max_steps, config.eval_episodes
+    limit, count, size = config.eval_max_steps, config.eval_episodes, envs_in(envs)
     lengths: list[int] = []
-    for seed in range(EVAL_SEED, EVAL_SEED + count):
-        lengths.append(episode_length(policy, env, limit, seed))
-        if cannot_reach(lengths, count, limit, to_beat):
+    for start in range(EVAL_SEED, EVAL_SEED + count, size):
+        seeds = list(range(start, min(start + size, EVAL_SEED + count)))
+
+        def hopeless(done: list[int], before: tuple = tuple(lengths)) -> bool:
+            return cannot_reach([*before, *done], count, limit, to_beat)
+
+        played = batched_episode_lengths(policy, envs, seeds, limit, hopeless)
+        lengths += played
+        if len(played) < len(seeds):  # (stopped: it cannot reach the best)
             return lengths
-    for seed in range(EVAL_SEED + count, EVAL_SEED + count + config.confirm_episodes):
+    confirm = EVAL_SEED + count + config.confirm_episodes
+    for start in range(EVAL_SEED + count, confirm, size):
         if min(lengths) < limit or ended():
             break
-        lengths.append(episode_length(policy, env, limit, seed))
+        played = batched_episode_lengths(
+            policy, envs, list(range(start, min(start + size, confirm))), limit
+        )
+        short = [i for i, n in enumerate(played) if n < limit]
+        lengths += played[: short[0] + 1] if short else played  # (up to the first short one)
     return lengths
 
 
@@ -133,12 +208,18 @@ def episode_stats(lengths: list[int]) -> dict:
 
 
 def _agent_lengths(agent, seeds: list[int], max_steps: int) -> list[int]:
-    """`episode_lengths` of a loaded agent, in its own evaluation environment."""
-    env = agent.make_env()
+    """`episode_lengths` of a loaded agent, played side by side (`batched_episode_lengths`)
+    in its own evaluation environments."""
+    groups = side_by_side(seeds)
+    envs = agent.make_env(num_workers=len(groups[0]))
     try:
-        return episode_lengths(agent.policy, env, seeds, max_steps)
+        return [
+            n
+            for group in groups
+            for n in batched_episode_lengths(agent.policy, envs, group, max_steps)
+        ]
     finally:
-        env.close()
+        envs.close()
 
 
 def _worker(path: str, seeds: list[int], max_steps: int, conn: Connection) -> None:

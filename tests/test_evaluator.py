@@ -10,7 +10,14 @@ from tensordict import TensorDict
 
 from helpers.config import config_for_mode
 from helpers.envs import make_env
-from helpers.evaluation import EVAL_SEED, cannot_reach, episode_lengths, evaluation_lengths
+from helpers.evaluation import (
+    EVAL_SEED,
+    batched_episode_lengths,
+    cannot_reach,
+    episode_lengths,
+    evaluation_lengths,
+    side_by_side,
+)
 from helpers.models import make_model
 from helpers.run.checkpoints import flat_params
 from helpers.run.evaluator import Evaluations, Evaluator
@@ -60,26 +67,52 @@ def setup(obs_norm, tmp_path, max_steps: int, frames: list[int]):
 
 def test_a_perfect_evaluation_plays_more_episodes_until_one_falls_short(obs_norm):
     """The limit is set to the shortest of the first two episodes: both reach it, and the
-    confirmation goes on, episode by episode, until the first that ends below it."""
+    confirmation goes on, two episodes side by side, until the first that ends below it."""
     config = config_for_mode("smoke").replace(eval_episodes=2, confirm_episodes=30)
-    env = make_env(obs_norm=obs_norm)
+    env, envs = make_env(obs_norm=obs_norm), make_env(obs_norm=obs_norm, num_workers=2)
     torch.manual_seed(0)
     actor = make_model(env, config).actor
     seeds = list(range(EVAL_SEED, EVAL_SEED + 32))
-    free = episode_lengths(actor, env, seeds, 500)  # each seed's episode, uncut
+    free = episode_lengths(actor, env, seeds, 500)  # each seed's episode, uncut, one by one
     limit = min(free[:2])
     short = next(i for i, n in enumerate(free) if n < limit)  # the first to fall short
     assert 2 <= short < 31, free  # (precondition: a confirmation that ends inside the 30)
-    lengths = evaluation_lengths(actor, env, config.replace(eval_max_steps=limit))
+    lengths = evaluation_lengths(actor, envs, config.replace(eval_max_steps=limit))
     assert lengths == [min(n, limit) for n in free[: short + 1]]
     # Below the limit at once: only the evaluation's own episodes; with none to confirm: no more.
-    assert evaluation_lengths(actor, env, config.replace(eval_max_steps=500)) == free[:2]
+    assert evaluation_lengths(actor, envs, config.replace(eval_max_steps=500)) == free[:2]
     at_limit = config.replace(eval_max_steps=limit, confirm_episodes=0)
-    assert evaluation_lengths(actor, env, at_limit) == [limit, limit]
+    assert evaluation_lengths(actor, envs, at_limit) == [limit, limit]
     # Once the training has collected its last frame, a perfect evaluation is not confirmed.
     ended = config.replace(eval_max_steps=limit)
-    assert evaluation_lengths(actor, env, ended, ended=lambda: True) == [limit, limit]
+    assert evaluation_lengths(actor, envs, ended, ended=lambda: True) == [limit, limit]
     env.close()
+    envs.close()
+
+
+def test_episodes_played_side_by_side_last_as_long_as_one_by_one(obs_norm):
+    """Seven seeds in a batch of eight environments (one spare), against the same seeds one
+    by one: the same lengths, short ones and ones cut at the step limit alike."""
+    config = config_for_mode("smoke")
+    env, envs = make_env(obs_norm=obs_norm), make_env(obs_norm=obs_norm, num_workers=8)
+    torch.manual_seed(1)
+    actor = make_model(env, config).actor
+    seeds = list(range(EVAL_SEED + 40, EVAL_SEED + 47))
+    free = episode_lengths(actor, env, seeds, 500)
+    cut = sorted(free)[3]  # (four episodes reach it, three do not)
+    assert batched_episode_lengths(actor, envs, seeds, 500) == free
+    assert batched_episode_lengths(actor, envs, seeds, cut) == [min(n, cut) for n in free]
+    assert len(set(free)) > 1 and min(free) < cut  # (precondition: episodes of several lengths)
+    with pytest.raises(ValueError, match="9 seeds for a batch of 8"):
+        batched_episode_lengths(actor, envs, list(range(9)))
+    assert side_by_side(list(range(60))) == [
+        list(range(0, 20)),
+        list(range(20, 40)),
+        list(range(40, 60)),
+    ]
+    assert [len(g) for g in side_by_side(list(range(26)))] == [13, 13]
+    env.close()
+    envs.close()
 
 
 def test_an_evaluation_can_no_longer_reach_the_best_once_every_episode_left_at_the_limit_falls_short():
@@ -93,26 +126,35 @@ def test_an_evaluation_can_no_longer_reach_the_best_once_every_episode_left_at_t
 
 
 def test_an_evaluation_stops_once_it_cannot_beat_the_best_so_far(obs_norm):
-    """An untrained agent's episodes are short: with the best set so that the first episode
-    and 4 perfect ones would tie it, the evaluation stops after the second episode."""
+    """An untrained agent's episodes are short, and its five episodes, played side by side,
+    end shortest first. With the best set just above what the shortest and 4 perfect ones
+    would make, the evaluation stops when the shortest ends; with the best a tie of those,
+    it goes on to the second shortest, which cannot tie it with 3 perfect ones."""
     config = config_for_mode("smoke").replace(eval_episodes=5, eval_max_steps=500)
-    env = make_env(obs_norm=obs_norm)
+    env, envs = make_env(obs_norm=obs_norm), make_env(obs_norm=obs_norm, num_workers=5)
     torch.manual_seed(0)
     actor = make_model(env, config).actor
     free = episode_lengths(actor, env, list(range(EVAL_SEED, EVAL_SEED + 5)), 500)
     assert max(free) < 500  # (precondition: an untrained agent fails every episode)
-    tie_after_one = (free[0] + 4 * 500) / 5
-    assert evaluation_lengths(actor, env, config, to_beat=tie_after_one) == free[:2]
+    first, second = sorted(free)[:2]
+    tie_after_one = (first + 4 * 500) / 5
+    stopped = evaluation_lengths(actor, envs, config, to_beat=tie_after_one + 0.1)
+    assert stopped == [n for n in free if n == first]  # (in seed order)
+    assert evaluation_lengths(actor, envs, config, to_beat=tie_after_one) == [
+        n for n in free if n <= second
+    ]
     # A best that all five episodes tie, or none so far: every episode is played.
-    assert evaluation_lengths(actor, env, config, to_beat=sum(free) / 5) == free
-    assert evaluation_lengths(actor, env, config) == free
+    assert evaluation_lengths(actor, envs, config, to_beat=sum(free) / 5) == free
+    assert evaluation_lengths(actor, envs, config) == free
     env.close()
+    envs.close()
 
 
 def test_a_snapshot_that_cannot_beat_the_best_is_logged_with_the_episodes_it_played(
     obs_norm, tmp_path
 ):
     config, params, log, best = setup(obs_norm, tmp_path, 500, [32])
+    config = config.replace(eval_episodes=20)  # (played side by side: the shortest end first)
     # a best that an untrained agent cannot beat
     best = {"eval": 499.0, "frames": 0, "params": params}
     with Evaluator(config, obs_norm) as evaluator:
@@ -120,7 +162,8 @@ def test_a_snapshot_that_cannot_beat_the_best_is_logged_with_the_episodes_it_pla
         evaluations.add(32, params)
         assert evaluations.collect(wait=True)
     [row] = read_log(tmp_path / "log.csv")
-    assert row["eval_played"] == 1 and row["eval_mean"] < 499  # stopped after its first episode
+    # stopped when its shortest episodes ended, with the others still playing
+    assert row["eval_played"] < 20 and row["eval_mean"] < 499
     assert evaluations.best is best  # and not kept
 
 
