@@ -37,7 +37,9 @@ from helpers.run.fork_server import fork_server, worker_context
 from helpers.run.workers import WorkerDiedError, children_ignore_interrupts
 
 MAX_EPISODE_SEED = 2**32 - 1  # numpy's seeds, which gymnasium's environments take
-SIDE_BY_SIDE = 25  # the most episodes one process plays side by side (`batched_episode_lengths`)
+# The most episodes one process plays side by side (`batched_episode_lengths`): 10 made a
+# step as cheap as 25 did, for a quarter of the memory (docs/speed-and-memory.md).
+SIDE_BY_SIDE = 10
 
 
 def play_episode(
