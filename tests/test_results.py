@@ -198,20 +198,38 @@ def _crossing_cell(run: dict, threshold: int) -> str:
     return "not reached" if frames is None else f"{frames:,} ({minutes:.1f})"
 
 
-def test_the_lottery_screen_table_says_what_its_runs_measured():
-    """results/levers/README.md's screen of changes against slow learners: each run's seed,
-    final mean and minimum, first evaluations at 195 and 490, frames and wall minutes are the
-    ones in its folder."""
+@pytest.mark.parametrize(
+    ("header", "runs", "count"),
+    [
+        (
+            "| run | seed | started (UTC) | final mean (min), 100 test episodes |",
+            "lottery-screen",
+            14,
+        ),
+        ("| run | seed | started (UTC) | final mean (min) |", "side-by-side", 4),
+    ],
+)
+def test_the_screen_tables_say_what_their_runs_measured(header, runs, count):
+    """results/levers/README.md's screen of changes against slow learners, and its runs of
+    evaluations side by side and one by one: each run's seed, final mean and minimum, first
+    evaluations at 195 and 490, frames, wall minutes and (where the table has them) loop
+    seconds and peak memory are the ones in its folder."""
     levers = ROOT / "results" / "levers"
-    rows = _table_rows((levers / "README.md").read_text(), "| run | seed | started (UTC) |")
-    assert len(rows) == 14
+    rows = _table_rows((levers / "README.md").read_text(), header)
+    assert len(rows) == count
     for cells in rows:
-        run = load_run(levers / "lottery-screen" / cells[0])
+        folder = levers / runs / cells[0]
+        run = load_run(folder)
         final, first = run["final"], [run["frames_to_195"], run["frames_to_490"]]
         assert final["episodes"] == 100 and cells[1] == str(run["seed"])
         assert cells[3] == f"{final['mean']:.1f} ({final['min']})", cells[0]
         assert cells[4] == " / ".join("not reached" if f is None else f"{f:,}" for f in first)
         assert cells[5] == f"{run['frames']:,}" and cells[7] == f"{run['minutes']:.1f}"
+        if len(cells) > 8:  # (the side-by-side runs: loop seconds and memory)
+            loop = read_log(folder / "log.csv")[-1]["seconds"]
+            assert cells[6] == f"{loop:.0f} ({run['frames'] / loop:.0f})", cells[0]
+            command = json.loads((folder / "command.json").read_text())
+            assert cells[8] == f"{command['peak_pss_mb']:,}", cells[0]
 
 
 def test_the_seeds_11_to_15_and_screening_tables_say_what_their_runs_measured():
