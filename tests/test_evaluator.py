@@ -90,25 +90,34 @@ def test_a_perfect_evaluation_plays_more_episodes_until_one_falls_short(obs_norm
     envs.close()
 
 
-def test_episodes_played_side_by_side_last_as_long_as_one_by_one(obs_norm):
+@pytest.mark.parametrize("pipeline", ["uint8", "float32"])
+def test_episodes_played_side_by_side_last_as_long_as_one_by_one(obs_norm, pipeline):
     """Seven seeds in a batch of eight environments (one spare), against the same seeds one
-    by one: the same lengths, short ones and ones cut at the step limit alike."""
-    config = config_for_mode("smoke")
-    env, envs = make_env(obs_norm=obs_norm), make_env(obs_norm=obs_norm, num_workers=8)
+    by one: the same lengths, short ones and ones cut at the step limit alike, in the
+    course's pipeline and in the tutorial's (whose observations have other keys)."""
+    config = config_for_mode("smoke").replace(pipeline=pipeline)
+    env = make_env(obs_norm=obs_norm, pipeline=pipeline)
+    envs = make_env(obs_norm=obs_norm, pipeline=pipeline, num_workers=8)
     torch.manual_seed(1)
     actor = make_model(env, config).actor
     seeds = list(range(EVAL_SEED + 40, EVAL_SEED + 47))
     free = episode_lengths(actor, env, seeds, 500)
-    cut = sorted(free)[3]  # (four episodes reach it, three do not)
+    assert len(set(free)) > 2  # (precondition: episodes of several lengths)
+    cut = sorted(set(free))[1]  # (the shortest episodes end before it, the others are cut)
     assert batched_episode_lengths(actor, envs, seeds, 500) == free
     assert batched_episode_lengths(actor, envs, seeds, cut) == [min(n, cut) for n in free]
-    assert len(set(free)) > 1 and min(free) < cut  # (precondition: episodes of several lengths)
     with pytest.raises(ValueError, match="9 seeds for a batch of 8"):
         batched_episode_lengths(actor, envs, list(range(9)))
-    assert side_by_side(list(range(20))) == [list(range(0, 10)), list(range(10, 20))]
-    assert [len(g) for g in side_by_side(list(range(26)))] == [9, 9, 8]  # (SIDE_BY_SIDE = 10)
     env.close()
     envs.close()
+
+
+def test_seeds_are_cut_into_the_fewest_even_groups_of_at_most_ten():
+    assert side_by_side(list(range(20))) == [list(range(0, 10)), list(range(10, 20))]
+    assert [len(g) for g in side_by_side(list(range(26)))] == [9, 9, 8]
+    assert [len(g) for g in side_by_side(list(range(91)))] == [10] * 1 + [9] * 9
+    assert [len(g) for g in side_by_side(list(range(41)))] == [9, 8, 8, 8, 8]
+    assert sum(side_by_side(list(range(7))), []) == list(range(7))
 
 
 def test_an_evaluation_can_no_longer_reach_the_best_once_every_episode_left_at_the_limit_falls_short():
@@ -139,6 +148,14 @@ def test_an_evaluation_stops_once_it_cannot_beat_the_best_so_far(obs_norm):
     assert evaluation_lengths(actor, envs, config, to_beat=tie_after_one) == [
         n for n in free if n <= second
     ]
+    # Two rounds of two (a batch of two environments): a best that the first two episodes and
+    # two perfect ones miss by 0.1 ends the evaluation with the first round, even when both of
+    # its episodes end on the same step.
+    pairs = make_env(obs_norm=obs_norm, num_workers=2)
+    four = config.replace(eval_episodes=4)
+    after_two = (free[0] + free[1] + 2 * 500) / 4 + 0.1
+    assert evaluation_lengths(actor, pairs, four, to_beat=after_two) == free[:2]
+    pairs.close()
     # A best that all five episodes tie, or none so far: every episode is played.
     assert evaluation_lengths(actor, envs, config, to_beat=sum(free) / 5) == free
     assert evaluation_lengths(actor, envs, config) == free
@@ -158,8 +175,16 @@ def test_a_snapshot_that_cannot_beat_the_best_is_logged_with_the_episodes_it_pla
         evaluations.add(32, params)
         assert evaluations.collect(wait=True)
     [row] = read_log(tmp_path / "log.csv")
-    # stopped when its shortest episodes ended, with the others still playing
-    assert row["eval_played"] < 20 and row["eval_mean"] < 499
+    # Stopped when the shortest episodes of its first round of ten ended: with 19 perfect
+    # ones, the shortest cannot make 499.
+    env = make_env(obs_norm=obs_norm)
+    actor = make_model(env, config).actor
+    with torch.no_grad():
+        TensorDict.from_module(actor).update_(TensorDict(params).unflatten_keys("."))
+    first_round = episode_lengths(actor, env, list(range(EVAL_SEED, EVAL_SEED + 10)), 500)
+    env.close()
+    shortest = min(first_round)
+    assert row["eval_played"] == first_round.count(shortest) and row["eval_mean"] == shortest
     assert evaluations.best is best  # and not kept
 
 
