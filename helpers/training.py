@@ -15,6 +15,7 @@ from torchrl.modules import QValueActor
 
 from helpers.config import Config, config_for_mode, get_mode
 from helpers.envs import make_env
+from helpers.evaluation import final_evaluation
 from helpers.learner_functions import check_yours, trained_with, use_your_target
 from helpers.loop import (
     gradient_step,
@@ -29,7 +30,6 @@ from helpers.machine import get_device, torch_threads
 from helpers.models import make_model
 from helpers.normalization import compute_norm_constants
 from helpers.replay import check_free_space, check_replay_settings, open_replay
-from helpers.run.checkpoint_evaluation import final_evaluation
 from helpers.run.checkpoints import (
     CHECKPOINT_FILE,
     flat_params,

@@ -14,9 +14,15 @@ from tensordict import TensorDict
 
 from helpers.agents import SHIPPED_RUN_FILES, load_agent, ship_run
 from helpers.config import config_for_mode
-from helpers.evaluation import EVAL_SEED, TEST_SEED, episode_length, episode_stats, play_episode
+from helpers.evaluation import (
+    EVAL_SEED,
+    TEST_SEED,
+    episode_length,
+    episode_stats,
+    evaluate_checkpoint,
+    play_episode,
+)
 from helpers.machine import torch_threads
-from helpers.run.checkpoint_evaluation import evaluate_checkpoint
 from helpers.run.checkpoints import AGENT_FILE, SHIPPED_DIR, CheckpointError
 from helpers.video import RAW_KEY, keep_raw_frames, write_video
 

@@ -10,14 +10,7 @@ from tensordict import TensorDict
 
 from helpers.config import config_for_mode
 from helpers.envs import make_env
-from helpers.evaluation import (
-    EVAL_SEED,
-    batched_episode_lengths,
-    cannot_reach,
-    episode_lengths,
-    evaluation_lengths,
-    side_by_side,
-)
+from helpers.evaluation import EVAL_SEED, cannot_reach, episode_lengths, evaluation_lengths
 from helpers.models import make_model
 from helpers.run.checkpoints import flat_params
 from helpers.run.evaluator import Evaluations, Evaluator
@@ -67,57 +60,26 @@ def setup(obs_norm, tmp_path, max_steps: int, frames: list[int]):
 
 def test_a_perfect_evaluation_plays_more_episodes_until_one_falls_short(obs_norm):
     """The limit is set to the shortest of the first two episodes: both reach it, and the
-    confirmation goes on, two episodes side by side, until the first that ends below it."""
+    confirmation goes on, episode by episode, until the first that ends below it."""
     config = config_for_mode("smoke").replace(eval_episodes=2, confirm_episodes=30)
-    env, envs = make_env(obs_norm=obs_norm), make_env(obs_norm=obs_norm, num_workers=2)
+    env = make_env(obs_norm=obs_norm)
     torch.manual_seed(0)
     actor = make_model(env, config).actor
     seeds = list(range(EVAL_SEED, EVAL_SEED + 32))
-    free = episode_lengths(actor, env, seeds, 500)  # each seed's episode, uncut, one by one
+    free = episode_lengths(actor, env, seeds, 500)  # each seed's episode, uncut
     limit = min(free[:2])
     short = next(i for i, n in enumerate(free) if n < limit)  # the first to fall short
     assert 2 <= short < 31, free  # (precondition: a confirmation that ends inside the 30)
-    lengths = evaluation_lengths(actor, envs, config.replace(eval_max_steps=limit))
+    lengths = evaluation_lengths(actor, env, config.replace(eval_max_steps=limit))
     assert lengths == [min(n, limit) for n in free[: short + 1]]
     # Below the limit at once: only the evaluation's own episodes; with none to confirm: no more.
-    assert evaluation_lengths(actor, envs, config.replace(eval_max_steps=500)) == free[:2]
+    assert evaluation_lengths(actor, env, config.replace(eval_max_steps=500)) == free[:2]
     at_limit = config.replace(eval_max_steps=limit, confirm_episodes=0)
-    assert evaluation_lengths(actor, envs, at_limit) == [limit, limit]
+    assert evaluation_lengths(actor, env, at_limit) == [limit, limit]
     # Once the training has collected its last frame, a perfect evaluation is not confirmed.
     ended = config.replace(eval_max_steps=limit)
-    assert evaluation_lengths(actor, envs, ended, ended=lambda: True) == [limit, limit]
+    assert evaluation_lengths(actor, env, ended, ended=lambda: True) == [limit, limit]
     env.close()
-    envs.close()
-
-
-@pytest.mark.parametrize("pipeline", ["uint8", "float32"])
-def test_episodes_played_side_by_side_last_as_long_as_one_by_one(obs_norm, pipeline):
-    """Seven seeds in a batch of eight environments (one spare), against the same seeds one
-    by one: the same lengths, short ones and ones cut at the step limit alike, in the
-    course's pipeline and in the tutorial's (whose observations have other keys)."""
-    config = config_for_mode("smoke").replace(pipeline=pipeline)
-    env = make_env(obs_norm=obs_norm, pipeline=pipeline)
-    envs = make_env(obs_norm=obs_norm, pipeline=pipeline, num_workers=8)
-    torch.manual_seed(1)
-    actor = make_model(env, config).actor
-    seeds = list(range(EVAL_SEED + 40, EVAL_SEED + 47))
-    free = episode_lengths(actor, env, seeds, 500)
-    assert len(set(free)) > 2  # (precondition: episodes of several lengths)
-    cut = sorted(set(free))[1]  # (the shortest episodes end before it, the others are cut)
-    assert batched_episode_lengths(actor, envs, seeds, 500) == free
-    assert batched_episode_lengths(actor, envs, seeds, cut) == [min(n, cut) for n in free]
-    with pytest.raises(ValueError, match="9 seeds for a batch of 8"):
-        batched_episode_lengths(actor, envs, list(range(9)))
-    env.close()
-    envs.close()
-
-
-def test_seeds_are_cut_into_the_fewest_even_groups_of_at_most_ten():
-    assert side_by_side(list(range(20))) == [list(range(0, 10)), list(range(10, 20))]
-    assert [len(g) for g in side_by_side(list(range(26)))] == [9, 9, 8]
-    assert [len(g) for g in side_by_side(list(range(91)))] == [10] * 1 + [9] * 9
-    assert [len(g) for g in side_by_side(list(range(41)))] == [9, 8, 8, 8, 8]
-    assert sum(side_by_side(list(range(7))), []) == list(range(7))
 
 
 def test_an_evaluation_can_no_longer_reach_the_best_once_every_episode_left_at_the_limit_falls_short():
@@ -131,43 +93,26 @@ def test_an_evaluation_can_no_longer_reach_the_best_once_every_episode_left_at_t
 
 
 def test_an_evaluation_stops_once_it_cannot_beat_the_best_so_far(obs_norm):
-    """An untrained agent's episodes are short, and its five episodes, played side by side,
-    end shortest first. With the best set just above what the shortest and 4 perfect ones
-    would make, the evaluation stops when the shortest ends; with the best a tie of those,
-    it goes on to the second shortest, which cannot tie it with 3 perfect ones."""
+    """An untrained agent's episodes are short: with the best set so that the first episode
+    and 4 perfect ones would tie it, the evaluation stops after the second episode."""
     config = config_for_mode("smoke").replace(eval_episodes=5, eval_max_steps=500)
-    env, envs = make_env(obs_norm=obs_norm), make_env(obs_norm=obs_norm, num_workers=5)
+    env = make_env(obs_norm=obs_norm)
     torch.manual_seed(0)
     actor = make_model(env, config).actor
     free = episode_lengths(actor, env, list(range(EVAL_SEED, EVAL_SEED + 5)), 500)
     assert max(free) < 500  # (precondition: an untrained agent fails every episode)
-    first, second = sorted(free)[:2]
-    tie_after_one = (first + 4 * 500) / 5
-    stopped = evaluation_lengths(actor, envs, config, to_beat=tie_after_one + 0.1)
-    assert stopped == [n for n in free if n == first]  # (in seed order)
-    assert evaluation_lengths(actor, envs, config, to_beat=tie_after_one) == [
-        n for n in free if n <= second
-    ]
-    # Two rounds of two (a batch of two environments): a best that the first two episodes and
-    # two perfect ones miss by 0.1 ends the evaluation with the first round, even when both of
-    # its episodes end on the same step.
-    pairs = make_env(obs_norm=obs_norm, num_workers=2)
-    four = config.replace(eval_episodes=4)
-    after_two = (free[0] + free[1] + 2 * 500) / 4 + 0.1
-    assert evaluation_lengths(actor, pairs, four, to_beat=after_two) == free[:2]
-    pairs.close()
+    tie_after_one = (free[0] + 4 * 500) / 5
+    assert evaluation_lengths(actor, env, config, to_beat=tie_after_one) == free[:2]
     # A best that all five episodes tie, or none so far: every episode is played.
-    assert evaluation_lengths(actor, envs, config, to_beat=sum(free) / 5) == free
-    assert evaluation_lengths(actor, envs, config) == free
+    assert evaluation_lengths(actor, env, config, to_beat=sum(free) / 5) == free
+    assert evaluation_lengths(actor, env, config) == free
     env.close()
-    envs.close()
 
 
 def test_a_snapshot_that_cannot_beat_the_best_is_logged_with_the_episodes_it_played(
     obs_norm, tmp_path
 ):
     config, params, log, best = setup(obs_norm, tmp_path, 500, [32])
-    config = config.replace(eval_episodes=20)  # (played side by side: the shortest end first)
     # a best that an untrained agent cannot beat
     best = {"eval": 499.0, "frames": 0, "params": params}
     with Evaluator(config, obs_norm) as evaluator:
@@ -175,16 +120,7 @@ def test_a_snapshot_that_cannot_beat_the_best_is_logged_with_the_episodes_it_pla
         evaluations.add(32, params)
         assert evaluations.collect(wait=True)
     [row] = read_log(tmp_path / "log.csv")
-    # Stopped when the shortest episodes of its first round of ten ended: with 19 perfect
-    # ones, the shortest cannot make 499.
-    env = make_env(obs_norm=obs_norm)
-    actor = make_model(env, config).actor
-    with torch.no_grad():
-        TensorDict.from_module(actor).update_(TensorDict(params).unflatten_keys("."))
-    first_round = episode_lengths(actor, env, list(range(EVAL_SEED, EVAL_SEED + 10)), 500)
-    env.close()
-    shortest = min(first_round)
-    assert row["eval_played"] == first_round.count(shortest) and row["eval_mean"] == shortest
+    assert row["eval_played"] == 1 and row["eval_mean"] < 499  # stopped after its first episode
     assert evaluations.best is best  # and not kept
 
 

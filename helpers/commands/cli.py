@@ -43,7 +43,7 @@ def _train(args: argparse.Namespace) -> int:
 
 
 def _evaluate(args: argparse.Namespace) -> int:
-    from helpers.run.checkpoint_evaluation import evaluate_checkpoint
+    from helpers.evaluation import evaluate_checkpoint
     from helpers.run.workers import interrupts_raise
 
     # (Ctrl+C and SIGTERM stop it and its workers even in a script's background job, as `train`)

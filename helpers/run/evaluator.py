@@ -20,7 +20,7 @@ from tensordict import TensorDict
 
 from helpers.config import Config
 from helpers.envs import make_env
-from helpers.evaluation import SIDE_BY_SIDE, episode_stats, evaluation_lengths
+from helpers.evaluation import episode_stats, evaluation_lengths
 from helpers.models import make_model
 from helpers.run.checkpoints import not_finite
 from helpers.run.fork_server import worker_context
@@ -195,9 +195,8 @@ def _serve(tasks, done, ended, config: dict, obs_norm: dict) -> None:
     os.nice(NICE)
     try:
         config = Config.from_dict(config)
-        # (each episode sets its own seed: see batched_episode_lengths)
-        side_by_side = min(config.eval_episodes, SIDE_BY_SIDE)
-        env = make_env(obs_norm=obs_norm, pipeline=config.pipeline, num_workers=side_by_side)
+        # (each episode sets its own seed: see episode_lengths)
+        env = make_env(obs_norm=obs_norm, pipeline=config.pipeline)
         actor = make_model(env, config, torch.device("cpu")).actor
         params = TensorDict.from_module(actor)
         while (task := _next_task(tasks)) is not None:

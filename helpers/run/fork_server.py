@@ -23,7 +23,7 @@ import psutil
 from helpers.run.workers import children_ignore_interrupts
 
 # What the server imports before it forks any worker: the bulk of a worker's start-up.
-WORKER_MODULES = ["helpers.loop", "helpers.run.evaluator", "helpers.run.checkpoint_evaluation"]
+WORKER_MODULES = ["helpers.loop", "helpers.run.evaluator", "helpers.evaluation"]
 _blocks = 0  # `fork_server` blocks open in this process (the outermost one stops the server)
 
 
